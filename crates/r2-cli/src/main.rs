@@ -1,0 +1,67 @@
+//! `r2`: route queries to the best (LLM, output-token budget) pair with R2-Router.
+//!
+//! Architecture invariant: this crate is glue. It defines the command line, finds files, reads
+//! input and prints output; routing is `r2-core` and checkpoint formats are `r2-checkpoints`.
+
+mod load;
+mod output;
+mod route;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "r2",
+    version,
+    about = "R2-Router: route each query to the (LLM, output-token budget) pair with the best \
+             quality-cost trade-off",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Route query embeddings (JSONL) to a model and a budget.
+    Route(route::RouteArgs),
+}
+
+/// Where the router and the model pool come from.
+#[derive(Args, Debug, Clone)]
+pub struct RouterArgs {
+    /// Folder with the converted router (router.safetensors) [default: $R2_CHECKPOINTS, else
+    /// ./checkpoints]
+    #[arg(long, alias = "checkpoint-dir", value_name = "DIR")]
+    pub checkpoints: Option<PathBuf>,
+
+    /// Model pool config (JSON, upstream's config.json format) [default: $R2_CONFIG, else the
+    /// built-in config/r2.json]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Route(args) => route::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // A closed pipe (`r2 route … | head`) is not an error worth reporting.
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! `r2 route`: embeddings in, decisions out.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use r2_core::{RouteParams, Router};
+use serde::Deserialize;
+
+use crate::output::{python_json, Names};
+use crate::{load, RouterArgs};
+
+/// Lines routed together: one matrix product, one flush of the output.
+const BATCH: usize = 1024;
+
+#[derive(Args, Debug)]
+pub struct RouteArgs {
+    #[command(flatten)]
+    router: RouterArgs,
+
+    /// JSONL of query embeddings, one {"id", "embedding", "input_tokens"?} a line; `-` reads stdin
+    #[arg(long, value_name = "FILE")]
+    embeddings: PathBuf,
+
+    /// Cost-quality trade-off in [0, 1]: 0 = best quality, 1 = lowest cost [default: the pool
+    /// config's default_lambda]
+    #[arg(long = "lambda", visible_alias = "lambda_val", value_name = "F")]
+    lambda: Option<f64>,
+
+    /// Input tokens of a query whose line has no "input_tokens"
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    input_tokens: u64,
+
+    /// Only route to these models (comma-separated names from the pool config)
+    #[arg(long, value_delimiter = ',', value_name = "A,B")]
+    models: Vec<String>,
+
+    /// Drop every option whose predicted cost is above this many USD
+    #[arg(long, value_name = "USD")]
+    max_cost: Option<f64>,
+
+    /// Print one JSON object per query (upstream's keys) instead of text
+    #[arg(long)]
+    json: bool,
+
+    /// Also print every option, ranked by risk
+    #[arg(long)]
+    verbose: bool,
+
+    /// Threads for routing large inputs [default: all cores]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+/// One line of the embeddings file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputLine {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    query: Option<String>,
+    embedding: Vec<f64>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+}
+
+pub fn run(args: RouteArgs) -> Result<()> {
+    let loaded = load::router(&args.router)?;
+    let router = &loaded.router;
+    let lambda = args.lambda.unwrap_or(loaded.pool.default_lambda);
+    let mut params = RouteParams::new(lambda).with_ranked(args.verbose);
+    if !args.models.is_empty() {
+        params = params.with_candidates(router.model_mask(&args.models).context("--models")?);
+    }
+    if let Some(max) = args.max_cost {
+        params = params.with_max_cost(max);
+    }
+    // Check λ, the filter and the cost cap once, before reading any input.
+    router.check_params(&params)?;
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+
+    let names = Names {
+        router,
+        openrouter_ids: router
+            .models()
+            .iter()
+            .map(|m| {
+                loaded
+                    .pool
+                    .model(&m.name)
+                    .map(|p| p.openrouter_id.as_str())
+                    .unwrap_or(&m.name)
+            })
+            .collect(),
+    };
+    let candidates: Vec<&str> = router
+        .models()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| params.candidates.as_ref().is_none_or(|c| c.contains(*i)))
+        .map(|(_, m)| m.name.as_str())
+        .collect();
+
+    let (reader, label): (Box<dyn BufRead>, String) = if args.embeddings.as_os_str() == "-" {
+        (Box::new(std::io::stdin().lock()), "<stdin>".into())
+    } else {
+        let file = std::fs::File::open(&args.embeddings)
+            .with_context(|| format!("cannot open {}", args.embeddings.display()))?;
+        (
+            Box::new(BufReader::new(file)),
+            args.embeddings.display().to_string(),
+        )
+    };
+
+    let stdout = std::io::stdout();
+    let mut session = Session {
+        router,
+        params: &params,
+        threads,
+        names: &names,
+        candidates: &candidates,
+        json: args.json,
+        verbose: args.verbose,
+        label: &label,
+        printed: 0,
+        out: std::io::BufWriter::new(stdout.lock()),
+    };
+    let mut batch = Batch::default();
+    let mut bad_line = None;
+    for (index, line) in reader.lines().enumerate() {
+        let number = index + 1;
+        match parse_line(line, number, &label, router.dim()) {
+            Ok(None) => continue,
+            Ok(Some(parsed)) => batch.push(parsed, number, args.input_tokens),
+            Err(e) => {
+                bad_line = Some(e);
+                break;
+            }
+        }
+        if batch.lines.len() == BATCH {
+            session.route_and_print(&mut batch)?;
+        }
+    }
+    // The lines before a bad one are still routed and printed: nothing valid is lost.
+    session.route_and_print(&mut batch)?;
+    session.out.flush()?;
+    match bad_line {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// One line of input: `None` for a blank line, or an error naming the line.
+fn parse_line(
+    line: std::io::Result<String>,
+    number: usize,
+    label: &str,
+    dim: usize,
+) -> Result<Option<InputLine>> {
+    let line = line.with_context(|| format!("{label}: line {number}: cannot read"))?;
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let parsed: InputLine = serde_json::from_str(&line).map_err(|e| {
+        anyhow!(
+            "{label}: line {number}, column {}: {}",
+            e.column(),
+            strip_position(&e)
+        )
+    })?;
+    if parsed.embedding.len() != dim {
+        bail!(
+            "{label}: line {number}: the embedding has {} values, the router expects {dim}",
+            parsed.embedding.len(),
+        );
+    }
+    Ok(Some(parsed))
+}
+
+/// serde_json's message without its trailing " at line L column C" (we say where ourselves).
+fn strip_position(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    match message.rfind(" at line ") {
+        Some(cut) => message[..cut].to_owned(),
+        None => message,
+    }
+}
+
+#[derive(Default)]
+struct Batch {
+    lines: Vec<(usize, InputLine)>,
+    values: Vec<f64>,
+    tokens: Vec<u64>,
+}
+
+impl Batch {
+    fn push(&mut self, line: InputLine, number: usize, default_tokens: u64) {
+        self.values.extend_from_slice(&line.embedding);
+        self.tokens
+            .push(line.input_tokens.unwrap_or(default_tokens));
+        self.lines.push((number, line));
+    }
+}
+
+/// Everything needed to route a batch and print its decisions.
+struct Session<'a, W: Write> {
+    router: &'a Router,
+    params: &'a RouteParams,
+    threads: usize,
+    names: &'a Names<'a>,
+    candidates: &'a [&'a str],
+    json: bool,
+    verbose: bool,
+    label: &'a str,
+    printed: usize,
+    out: W,
+}
+
+impl<W: Write> Session<'_, W> {
+    /// Routes and prints the batch, then empties it.
+    fn route_and_print(&mut self, batch: &mut Batch) -> Result<()> {
+        if batch.lines.is_empty() {
+            return Ok(());
+        }
+        // Threads pay off only on larger batches.
+        let threads = if batch.lines.len() >= 256 {
+            self.threads
+        } else {
+            1
+        };
+        let decisions = self
+            .router
+            .route_batch_parallel(&batch.values, &batch.tokens, self.params, threads)
+            .map_err(|e| match query_of(&e) {
+                Some(q) => anyhow!("{}: line {}: {e}", self.label, batch.lines[q].0),
+                None => anyhow!(e),
+            })?;
+        for ((_, line), decision) in batch.lines.iter().zip(&decisions) {
+            if self.json {
+                let json = self.names.decision(
+                    decision,
+                    line.id.as_ref(),
+                    line.query.as_deref(),
+                    self.verbose,
+                );
+                writeln!(self.out, "{}", python_json(&json))?;
+            } else {
+                if self.printed > 0 {
+                    writeln!(self.out)?;
+                }
+                let text = self.names.human(decision, self.candidates, self.verbose);
+                write!(self.out, "{text}")?;
+            }
+            self.printed += 1;
+        }
+        self.out.flush()?;
+        batch.lines.clear();
+        batch.values.clear();
+        batch.tokens.clear();
+        Ok(())
+    }
+}
+
+/// The query index a core error is about, if any.
+fn query_of(e: &r2_core::Error) -> Option<usize> {
+    match e {
+        r2_core::Error::DimensionMismatch { query, .. }
+        | r2_core::Error::NonFiniteEmbedding { query, .. }
+        | r2_core::Error::NothingWithinMaxCost { query, .. } => Some(*query),
+        _ => None,
+    }
+}

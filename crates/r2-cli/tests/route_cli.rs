@@ -1,0 +1,504 @@
+//! `r2 route --embeddings` end to end: the real binary on the converted upstream router and the
+//! golden embeddings.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn r2() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_r2"));
+    cmd.env_remove("R2_CHECKPOINTS").env_remove("R2_CONFIG");
+    cmd
+}
+
+fn golden_input() -> PathBuf {
+    r2_fixtures::golden_dir().join("route-input.jsonl")
+}
+
+/// `r2 route` on the converted router with the upstream pool config, plus `args`.
+fn route(args: &[&str], stdin: Option<&str>) -> Output {
+    let checkpoints = r2_fixtures::converted_router_dir();
+    let config = r2_fixtures::upstream_dir().join("config.json");
+    let mut cmd = r2();
+    cmd.arg("route")
+        .arg("--checkpoints")
+        .arg(&checkpoints)
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("r2 starts");
+    let input = stdin.unwrap_or("").to_owned();
+    let mut pipe = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().expect("r2 runs");
+    writer.join().unwrap();
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "r2 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    assert!(!out.status.success(), "r2 should have failed");
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+/// Upstream's golden line without the keys `r2 route` does not print: what r2 prints when it makes
+/// the same choice, byte for byte (Python's `json.dumps` layout and float format).
+fn expected_line(golden_raw: &str) -> String {
+    let v: Value = serde_json::from_str(golden_raw).unwrap();
+    let without_lambda = golden_raw.replacen(
+        &format!(
+            "\"lambda\": {}, \"input_tokens\": {}, ",
+            raw_number(golden_raw, "lambda"),
+            v["input_tokens"]
+        ),
+        "",
+        1,
+    );
+    let cut = without_lambda.find(", \"acceptable\": ").unwrap();
+    format!("{}}}", &without_lambda[..cut])
+}
+
+/// The raw text of a top-level number in a JSON line, as written.
+fn raw_number<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line.find(&format!("\"{key}\": ")).unwrap() + key.len() + 4;
+    let end = line[start..].find([',', '}']).unwrap() + start;
+    &line[start..end]
+}
+
+fn golden_lines() -> Vec<(String, Value)> {
+    std::fs::read_to_string(r2_fixtures::golden_dir().join("route-expected.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| (l.to_owned(), serde_json::from_str(l).unwrap()))
+        .collect()
+}
+
+fn in_acceptable(ours: &Value, golden: &Value) -> bool {
+    golden["acceptable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|pair| pair[0] == ours["model"] && pair[1] == ours["budget"])
+}
+
+#[test]
+fn json_output_matches_upstream_for_every_golden_lambda() {
+    let golden = golden_lines();
+    let lambdas: Vec<&str> = {
+        let mut l: Vec<&str> = Vec::new();
+        for (raw, _) in &golden {
+            let lambda = raw_number(raw, "lambda");
+            if !l.contains(&lambda) {
+                l.push(lambda);
+            }
+        }
+        l
+    };
+    assert_eq!(lambdas.len(), 9);
+    let input = golden_input();
+    let mut identical = 0;
+    for lambda in lambdas {
+        let out = stdout(&route(
+            &[
+                "--embeddings",
+                input.to_str().unwrap(),
+                "--json",
+                "--lambda",
+                lambda,
+            ],
+            None,
+        ));
+        let lines: Vec<&str> = out.lines().collect();
+        let expected: Vec<&(String, Value)> = golden
+            .iter()
+            .filter(|(raw, _)| raw_number(raw, "lambda") == lambda)
+            .collect();
+        assert_eq!(lines.len(), expected.len());
+        for (line, (raw, g)) in lines.iter().zip(expected) {
+            let ours: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(ours["id"], g["id"]);
+            assert!(in_acceptable(&ours, g), "λ {lambda}: {line} vs {raw}");
+            if ours["model"] == g["model"] && ours["budget"] == g["budget"] {
+                assert_eq!(*line, expected_line(raw));
+                identical += 1;
+            }
+        }
+    }
+    assert!(
+        identical >= 350,
+        "only {identical} of 360 lines equal upstream's choice"
+    );
+}
+
+#[test]
+fn default_lambda_comes_from_the_config_and_lambda_val_is_an_alias() {
+    let input = golden_input();
+    let input = input.to_str().unwrap();
+    let default = stdout(&route(&["--embeddings", input, "--json"], None));
+    let explicit = stdout(&route(
+        &["--embeddings", input, "--json", "--lambda", "0.99999"],
+        None,
+    ));
+    let alias = stdout(&route(
+        &["--embeddings", input, "--json", "--lambda_val", "0.99999"],
+        None,
+    ));
+    assert_eq!(default, explicit);
+    assert_eq!(default, alias);
+    let other = stdout(&route(
+        &["--embeddings", input, "--json", "--lambda", "0"],
+        None,
+    ));
+    assert_ne!(default, other);
+}
+
+#[test]
+fn stdin_input_gives_the_same_decisions_as_a_file() {
+    let input = golden_input();
+    let text = std::fs::read_to_string(&input).unwrap();
+    let from_file = stdout(&route(
+        &["--embeddings", input.to_str().unwrap(), "--json"],
+        None,
+    ));
+    let from_stdin = stdout(&route(&["--embeddings", "-", "--json"], Some(&text)));
+    assert_eq!(from_file, from_stdin);
+}
+
+#[test]
+fn human_output_has_upstream_sections() {
+    let first_two: String = std::fs::read_to_string(golden_input())
+        .unwrap()
+        .lines()
+        .take(2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let out = stdout(&route(
+        &["--embeddings", "-", "--lambda", "0"],
+        Some(&first_two),
+    ));
+    let golden = golden_lines();
+    let pool = r2_fixtures::upstream_pool();
+    let names: Vec<&str> = pool.models.iter().map(|m| m.name.as_str()).collect();
+    let block = |g: &Value| {
+        format!(
+            "Candidate LLMs: {}\nSelected LLM: {}\nSelected budget: {}\n",
+            names.join(", "),
+            g["model"].as_str().unwrap(),
+            match &g["budget"] {
+                Value::String(s) => s.clone(),
+                n => n.to_string(),
+            }
+        )
+    };
+    // Golden lines come in id order, nine λ each, λ = 0 first.
+    assert_eq!(
+        out,
+        format!("{}\n{}", block(&golden[0].1), block(&golden[9].1))
+    );
+
+    let verbose = stdout(&route(
+        &[
+            "--embeddings",
+            "-",
+            "--verbose",
+            "--models",
+            "GLM-4.5-Air,gemma-3-4b-it",
+        ],
+        Some(&first_two),
+    ));
+    let first = verbose.split("\n\n").next().unwrap();
+    assert!(first.starts_with("Candidate LLMs: GLM-4.5-Air, gemma-3-4b-it\n"));
+    assert!(verbose.contains("\nAll options:\n- "));
+    let options = verbose.lines().filter(|l| l.starts_with("- ")).count();
+    assert_eq!(options, 2 * 2 * 16);
+    let sample = verbose.lines().find(|l| l.starts_with("- ")).unwrap();
+    assert!(
+        sample.contains(": quality=") && sample.contains(", cost=$") && sample.contains(", risk="),
+        "{sample}"
+    );
+}
+
+#[test]
+fn verbose_json_ranks_every_option_like_upstream() {
+    let golden = golden_lines();
+    let with_options: Vec<&Value> = golden
+        .iter()
+        .map(|(_, g)| g)
+        .filter(|g| g.get("all_options").is_some())
+        .collect();
+    let out = stdout(&route(
+        &[
+            "--embeddings",
+            golden_input().to_str().unwrap(),
+            "--json",
+            "--verbose",
+            "--lambda",
+            "0.99999",
+        ],
+        None,
+    ));
+    for (line, g) in out.lines().zip(with_options) {
+        let ours: Value = serde_json::from_str(line).unwrap();
+        let options = ours["all_options"].as_array().unwrap();
+        let theirs = g["all_options"].as_array().unwrap();
+        assert_eq!(options.len(), 176);
+        for (o, t) in options.iter().zip(theirs) {
+            assert_eq!(o["risk"], t[5], "id {}", g["id"]);
+            let keys: Vec<&str> = o.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(
+                keys,
+                [
+                    "model",
+                    "openrouter_id",
+                    "budget",
+                    "predicted_quality",
+                    "predicted_output_tokens",
+                    "predicted_cost_usd",
+                    "risk"
+                ]
+            );
+        }
+    }
+}
+
+#[test]
+fn model_filter_and_max_cost_restrict_the_choice() {
+    let input = golden_input();
+    let input = input.to_str().unwrap();
+    let out = stdout(&route(
+        &[
+            "--embeddings",
+            input,
+            "--json",
+            "--lambda",
+            "0",
+            "--models",
+            "gemma-3-4b-it,Qwen3-0.6B",
+        ],
+        None,
+    ));
+    for line in out.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            v["model"] == "gemma-3-4b-it" || v["model"] == "Qwen3-0.6B",
+            "{line}"
+        );
+    }
+    let out = stdout(&route(
+        &[
+            "--embeddings",
+            input,
+            "--json",
+            "--lambda",
+            "0",
+            "--max-cost",
+            "0.0001",
+        ],
+        None,
+    ));
+    for line in out.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            v["predicted_cost_usd"].as_f64().unwrap() <= 0.0001,
+            "{line}"
+        );
+    }
+    let err = stderr(&route(&["--embeddings", input, "--models", "GPT-9"], None));
+    assert!(
+        err.contains("unknown model `GPT-9`") && err.contains("GLM-4.5-Air"),
+        "{err}"
+    );
+    let err = stderr(&route(
+        &["--embeddings", input, "--max-cost", "0.0000000001"],
+        None,
+    ));
+    assert!(
+        err.contains("line 1") && err.contains("raise the maximum cost"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_input_tokens_use_the_flag() {
+    let first = std::fs::read_to_string(golden_input()).unwrap();
+    let mut v: Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("input_tokens");
+    let line = format!("{v}\n");
+    let with_1000 = stdout(&route(
+        &[
+            "--embeddings",
+            "-",
+            "--json",
+            "--lambda",
+            "1",
+            "--input-tokens",
+            "1000",
+        ],
+        Some(&line),
+    ));
+    let with_1 = stdout(&route(
+        &[
+            "--embeddings",
+            "-",
+            "--json",
+            "--lambda",
+            "1",
+            "--input-tokens",
+            "1",
+        ],
+        Some(&line),
+    ));
+    let cost = |s: &str| {
+        serde_json::from_str::<Value>(s.trim()).unwrap()["predicted_cost_usd"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(cost(&with_1000) > cost(&with_1));
+}
+
+#[test]
+fn bad_lines_are_reported_with_their_line_number() {
+    let good = std::fs::read_to_string(golden_input()).unwrap();
+    let good_line = good.lines().next().unwrap();
+    let cases: Vec<(String, &str)> = vec![
+        (format!("{good_line}\n\n{{not json\n"), "line 3"),
+        (
+            format!("{good_line}\n{{\"id\": 1, \"embedding\": [0.5, 0.5]}}\n"),
+            "line 2: the embedding has 2 values, the router expects 1024",
+        ),
+        (
+            "{\"id\": 1}\n".to_string(),
+            "line 1, column 9: missing field `embedding`",
+        ),
+        (
+            format!(
+                "{good_line}\n{}\n",
+                good_line.replace("\"input_tokens\": 1", "\"input_tokens\": -5")
+            ),
+            "line 2",
+        ),
+        (
+            format!(
+                "{}\n",
+                good_line.replace("\"embedding\": [", "\"embedding\": [\"x\", ")
+            ),
+            "line 1",
+        ),
+    ];
+    for (input, want) in cases {
+        let out = route(&["--embeddings", "-", "--json"], Some(&input));
+        let err = stderr(&out);
+        assert!(err.contains(want), "want `{want}` in: {err}");
+        assert!(err.contains("<stdin>"), "{err}");
+    }
+    // Lines before the bad one were routed and printed.
+    let out = route(
+        &["--embeddings", "-", "--json"],
+        Some(&format!("{good_line}\n{{bad\n")),
+    );
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
+#[test]
+fn setup_errors_say_what_to_do() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = r2()
+        .args(["route", "--embeddings", "-", "--checkpoints"])
+        .arg(empty.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("cargo xtask convert-checkpoints"), "{err}");
+
+    let out = r2()
+        .current_dir(empty.path())
+        .args(["route", "--embeddings", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("no converted router at checkpoints"));
+
+    let err = stderr(&route(&["--embeddings", "-", "--lambda", "1.5"], Some("")));
+    assert!(
+        err.contains("lambda must be a number in [0, 1], got 1.5"),
+        "{err}"
+    );
+    let err = stderr(&route(&["--embeddings", "/nonexistent/file.jsonl"], None));
+    assert!(err.contains("/nonexistent/file.jsonl"), "{err}");
+    let out = r2()
+        .args([
+            "route",
+            "--embeddings",
+            "-",
+            "--config",
+            "/nonexistent/pool.json",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("/nonexistent/pool.json"), "{err}");
+}
+
+#[test]
+fn environment_variables_locate_the_checkpoints_and_the_config() {
+    let input = golden_input();
+    let out = r2()
+        .args(["route", "--json", "--embeddings"])
+        .arg(&input)
+        .env("R2_CHECKPOINTS", r2_fixtures::converted_router_dir())
+        .env("R2_CONFIG", r2_fixtures::upstream_dir().join("config.json"))
+        .output()
+        .unwrap();
+    let via_env = stdout(&out);
+    let via_flags = stdout(&route(
+        &["--embeddings", input.to_str().unwrap(), "--json"],
+        None,
+    ));
+    assert_eq!(via_env, via_flags);
+    assert!(Path::new(&r2_fixtures::converted_router_dir())
+        .join("router.safetensors")
+        .is_file());
+}
+
+#[test]
+fn the_built_in_config_equals_the_upstream_pool() {
+    // With no --config, r2 uses config/r2.json, which must make the same decisions as upstream's.
+    let input = golden_input();
+    let out = r2()
+        .args(["route", "--json", "--lambda", "0.9", "--embeddings"])
+        .arg(&input)
+        .arg("--checkpoints")
+        .arg(r2_fixtures::converted_router_dir())
+        .output()
+        .unwrap();
+    let builtin = stdout(&out);
+    let upstream = stdout(&route(
+        &[
+            "--embeddings",
+            input.to_str().unwrap(),
+            "--json",
+            "--lambda",
+            "0.9",
+        ],
+        None,
+    ));
+    assert_eq!(builtin, upstream);
+}

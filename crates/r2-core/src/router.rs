@@ -1,0 +1,799 @@
+use nalgebra::DMatrix;
+use serde::{Deserialize, Serialize};
+
+use crate::{kernel, Budget, Error, Result};
+
+/// Queries screened together in one float32 matrix product on the batch path.
+const SCREEN_BLOCK: usize = 2048;
+
+/// One model of the pool with its prices and its Ridge heads, as handed to [`Router::new`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelHeads {
+    /// The model's name in the pool (unique).
+    pub name: String,
+    /// USD per million input tokens.
+    pub input_price_per_million: f64,
+    /// USD per million output tokens.
+    pub output_price_per_million: f64,
+    /// Row-major `[budgets + 2, dim]`: one quality head per budget (in the router's budget order),
+    /// then the unlimited quality head, then the unlimited output-token head.
+    pub coef: Vec<f32>,
+    /// `budgets + 2` intercepts, in the same order as the rows of `coef`.
+    pub intercept: Vec<f32>,
+}
+
+/// A model of a built router: its name and prices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The model's name in the pool.
+    pub name: String,
+    /// USD per million input tokens.
+    pub input_price_per_million: f64,
+    /// USD per million output tokens.
+    pub output_price_per_million: f64,
+}
+
+/// Which prediction a head makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HeadKind {
+    /// Quality when told to answer within this many tokens.
+    Limited(u32),
+    /// Quality without a budget prompt.
+    UnlimitedScore,
+    /// Output tokens without a budget prompt.
+    UnlimitedTokens,
+}
+
+/// A set of candidate models of one router, built by [`Router::model_mask`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelMask(Vec<bool>);
+
+impl ModelMask {
+    /// Whether the model at `index` is a candidate.
+    pub fn contains(&self, index: usize) -> bool {
+        self.0.get(index).copied().unwrap_or(false)
+    }
+}
+
+/// How to route: λ and the optional filters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteParams {
+    /// Cost–quality trade-off in [0, 1]: 0 maximises quality, 1 minimises cost.
+    pub lambda: f64,
+    /// Only these models are considered; `None` means the whole pool.
+    pub candidates: Option<ModelMask>,
+    /// Options whose predicted cost (USD) is above this are dropped.
+    pub max_cost: Option<f64>,
+    /// Also return every remaining option, ranked by risk (highest first).
+    pub ranked: bool,
+}
+
+impl RouteParams {
+    /// Route with `lambda` over the whole pool, without a cost cap or a ranking.
+    pub fn new(lambda: f64) -> Self {
+        Self {
+            lambda,
+            candidates: None,
+            max_cost: None,
+            ranked: false,
+        }
+    }
+
+    /// Only consider the models in `mask`.
+    pub fn with_candidates(mut self, mask: ModelMask) -> Self {
+        self.candidates = Some(mask);
+        self
+    }
+
+    /// Drop options whose predicted cost is above `usd`.
+    pub fn with_max_cost(mut self, usd: f64) -> Self {
+        self.max_cost = Some(usd);
+        self
+    }
+
+    /// Also return every option, ranked by risk.
+    pub fn with_ranked(mut self, ranked: bool) -> Self {
+        self.ranked = ranked;
+        self
+    }
+}
+
+/// One (model, budget) pair with its predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RouteOption {
+    /// Index of the model in [`Router::models`].
+    pub model: usize,
+    /// The output-token budget given to the model.
+    pub budget: Budget,
+    /// Predicted quality, clipped to [0, 1].
+    pub quality: f64,
+    /// Output tokens the cost assumes: the budget, or the predicted count when unlimited.
+    pub output_tokens: f64,
+    /// Predicted cost in USD.
+    pub cost: f64,
+    /// `(1 − λ)·quality − λ·cost`.
+    pub risk: f64,
+}
+
+/// The routing decision for one query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The option with the highest risk (the first in pool order on a tie).
+    pub choice: RouteOption,
+    /// Every option that passed the filters, by risk descending (pool order on ties); empty unless
+    /// [`RouteParams::ranked`] was set.
+    pub ranked: Vec<RouteOption>,
+}
+
+/// A router: every Ridge head of every model stacked in one matrix.
+///
+/// Head `m·(B + 2) + k` belongs to model `m`: `k < B` is the quality head of budget `k`, `k = B` the
+/// unlimited quality head, `k = B + 1` the unlimited output-token head.
+#[derive(Debug, Clone)]
+pub struct Router {
+    dim: usize,
+    budgets: Vec<u32>,
+    models: Vec<ModelInfo>,
+    /// Row-major `[heads, dim]`: head `h` is `coef[h·dim .. (h + 1)·dim]`.
+    coef: Vec<f32>,
+    /// The same weights as a column-major `heads × dim` matrix, for the batch product `W·X`,
+    /// whose columns (one per query) are then contiguous.
+    weights: DMatrix<f32>,
+    intercept: Vec<f64>,
+    /// Euclidean norm of each head's weights, for the error bound of the batch screen.
+    coef_norm: Vec<f64>,
+    /// `budget · output price / 1e6` of every (model, limited budget), model-major.
+    limited_cost: Vec<f64>,
+}
+
+/// Checked λ and max cost, shared by both routing paths.
+struct Checked<'a> {
+    lambda: f64,
+    candidates: Option<&'a ModelMask>,
+    max_cost: Option<f64>,
+    ranked: bool,
+}
+
+impl Router {
+    /// Builds a router from its models (in pool order, which breaks ties) and the limited budgets
+    /// (strictly ascending) shared by every model.
+    pub fn new(dim: usize, budgets: Vec<u32>, models: Vec<ModelHeads>) -> Result<Self> {
+        if dim == 0 {
+            return Err(Error::ZeroDimension);
+        }
+        if models.is_empty() {
+            return Err(Error::EmptyPool);
+        }
+        if budgets.first() == Some(&0) || budgets.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::InvalidBudgets { got: budgets });
+        }
+        let per_model = budgets.len() + 2;
+        let mut coef = Vec::with_capacity(models.len() * per_model * dim);
+        let mut intercept = Vec::with_capacity(models.len() * per_model);
+        let mut infos: Vec<ModelInfo> = Vec::with_capacity(models.len());
+        for model in models {
+            if infos.iter().any(|m| m.name == model.name) {
+                return Err(Error::DuplicateModel { name: model.name });
+            }
+            check_model(&model, dim, per_model)?;
+            coef.extend_from_slice(&model.coef);
+            intercept.extend(model.intercept.iter().map(|&b| f64::from(b)));
+            infos.push(ModelInfo {
+                name: model.name,
+                input_price_per_million: model.input_price_per_million,
+                output_price_per_million: model.output_price_per_million,
+            });
+        }
+        let coef_norm = coef
+            .chunks_exact(dim)
+            .map(|row| {
+                row.iter()
+                    .map(|&w| f64::from(w) * f64::from(w))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .collect();
+        let heads = intercept.len();
+        let weights = DMatrix::from_row_slice(heads, dim, &coef);
+        let limited_cost = infos
+            .iter()
+            .flat_map(|m| {
+                budgets
+                    .iter()
+                    .map(move |&b| f64::from(b) * m.output_price_per_million / 1e6)
+            })
+            .collect();
+        Ok(Self {
+            dim,
+            budgets,
+            models: infos,
+            weights,
+            coef,
+            intercept,
+            coef_norm,
+            limited_cost,
+        })
+    }
+
+    /// Length of the embeddings this router takes.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The limited budgets, ascending.
+    pub fn budgets(&self) -> &[u32] {
+        &self.budgets
+    }
+
+    /// The models, in pool order.
+    pub fn models(&self) -> &[ModelInfo] {
+        &self.models
+    }
+
+    /// Number of Ridge heads: models × (budgets + 2).
+    pub fn head_count(&self) -> usize {
+        self.intercept.len()
+    }
+
+    /// Number of (model, budget) options per query: models × (budgets + 1).
+    pub fn option_count(&self) -> usize {
+        self.models.len() * (self.budgets.len() + 1)
+    }
+
+    /// Index of a model by name.
+    pub fn model_index(&self, name: &str) -> Option<usize> {
+        self.models.iter().position(|m| m.name == name)
+    }
+
+    /// The model and kind of head `head`, or `None` past the last head.
+    pub fn head(&self, head: usize) -> Option<(usize, HeadKind)> {
+        let per_model = self.budgets.len() + 2;
+        let model = head / per_model;
+        if model >= self.models.len() {
+            return None;
+        }
+        let k = head % per_model;
+        let kind = match self.budgets.get(k) {
+            Some(&b) => HeadKind::Limited(b),
+            None if k == self.budgets.len() => HeadKind::UnlimitedScore,
+            None => HeadKind::UnlimitedTokens,
+        };
+        Some((model, kind))
+    }
+
+    /// Weights and intercept of head `head` (see [`Router::head`]), or `None` past the last head.
+    pub fn head_weights(&self, head: usize) -> Option<(&[f32], f32)> {
+        let row = self.coef.get(head * self.dim..(head + 1) * self.dim)?;
+        Some((row, self.intercept[head] as f32))
+    }
+
+    /// A candidate set holding the named models. Unknown names are an error that lists the pool.
+    pub fn model_mask<S: AsRef<str>>(&self, names: &[S]) -> Result<ModelMask> {
+        let mut mask = vec![false; self.models.len()];
+        for name in names {
+            let name = name.as_ref();
+            let index = self.model_index(name).ok_or_else(|| Error::UnknownModel {
+                name: name.to_owned(),
+                known: self.models.iter().map(|m| m.name.clone()).collect(),
+            })?;
+            mask[index] = true;
+        }
+        Ok(ModelMask(mask))
+    }
+
+    /// Raw output `w·x + b` of every head for one embedding, in head order (unclipped).
+    pub fn head_outputs(&self, embedding: &[f64]) -> Result<Vec<f64>> {
+        self.check_embedding(0, embedding)?;
+        Ok(self.exact_heads(embedding))
+    }
+
+    /// Routes one embedding: the option with the highest risk.
+    ///
+    /// Every head is first evaluated in float32; options whose risk provably cannot reach the best
+    /// are dropped and the rest are recomputed in float64, exactly as upstream computes them (see
+    /// [`Router::route_batch_parallel`]). The result is that of evaluating every head in float64.
+    pub fn route(
+        &self,
+        embedding: &[f64],
+        input_tokens: u64,
+        params: &RouteParams,
+    ) -> Result<Decision> {
+        let checked = self.checked(params)?;
+        self.check_embedding(0, embedding)?;
+        if checked.ranked {
+            return self.route_exact(0, embedding, input_tokens, &checked);
+        }
+        // Screen in float32, then settle the few options that could still win in float64.
+        let x32: Vec<f32> = embedding.iter().map(|&v| v as f32).collect();
+        let approx: Vec<f32> = self
+            .coef
+            .chunks_exact(self.dim)
+            .map(|w| kernel::dot_f32(w, &x32))
+            .collect();
+        match Screen::new(self).decide(&approx, embedding, input_tokens, &checked) {
+            Some(choice) => Ok(Decision {
+                choice,
+                ranked: Vec::new(),
+            }),
+            None => self.route_exact(0, embedding, input_tokens, &checked),
+        }
+    }
+
+    /// Routes a batch on the calling thread. `embeddings` holds `input_tokens.len()` embeddings
+    /// back to back; the decisions come back in the same order and equal those of [`Router::route`].
+    pub fn route_batch(
+        &self,
+        embeddings: &[f64],
+        input_tokens: &[u64],
+        params: &RouteParams,
+    ) -> Result<Vec<Decision>> {
+        self.route_batch_parallel(embeddings, input_tokens, params, 1)
+    }
+
+    /// Routes a batch split over `threads` scoped threads (0 and 1 mean the calling thread).
+    ///
+    /// The batch path multiplies all heads with a block of queries in float32, bounds the rounding
+    /// error of every option, and recomputes in float64 only the options that could still win. The
+    /// decisions are therefore exactly those of [`Router::route`], at a fraction of the work.
+    pub fn route_batch_parallel(
+        &self,
+        embeddings: &[f64],
+        input_tokens: &[u64],
+        params: &RouteParams,
+        threads: usize,
+    ) -> Result<Vec<Decision>> {
+        let checked = self.checked(params)?;
+        let n = input_tokens.len();
+        if embeddings.len() != n.saturating_mul(self.dim) {
+            return Err(Error::BatchShape {
+                values: embeddings.len(),
+                input_tokens: n,
+                dim: self.dim,
+            });
+        }
+        for (query, x) in embeddings.chunks_exact(self.dim).enumerate() {
+            self.check_embedding(query, x)?;
+        }
+        let threads = threads.clamp(1, n.max(1));
+        if threads == 1 {
+            return self.route_range(0, embeddings, input_tokens, &checked);
+        }
+        let per_thread = n.div_ceil(threads);
+        let results: Vec<Result<Vec<Decision>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = input_tokens
+                .chunks(per_thread)
+                .zip(embeddings.chunks(per_thread * self.dim))
+                .enumerate()
+                .map(|(i, (tokens, xs))| {
+                    let checked = &checked;
+                    scope.spawn(move || self.route_range(i * per_thread, xs, tokens, checked))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        let mut decisions = Vec::with_capacity(n);
+        for part in results {
+            decisions.extend(part?);
+        }
+        Ok(decisions)
+    }
+
+    /// Checks `params` against this router (λ in [0, 1], a usable cost cap, a candidate set of this
+    /// router that is not empty) without routing anything.
+    pub fn check_params(&self, params: &RouteParams) -> Result<()> {
+        self.checked(params).map(|_| ())
+    }
+
+    fn checked<'a>(&self, params: &'a RouteParams) -> Result<Checked<'a>> {
+        let lambda = params.lambda;
+        if !(0.0..=1.0).contains(&lambda) {
+            return Err(Error::InvalidLambda { got: lambda });
+        }
+        if let Some(max_cost) = params.max_cost {
+            if !(max_cost.is_finite() && max_cost >= 0.0) {
+                return Err(Error::InvalidMaxCost { got: max_cost });
+            }
+        }
+        if let Some(mask) = &params.candidates {
+            if mask.0.len() != self.models.len() || !mask.0.iter().any(|&c| c) {
+                return Err(Error::NoCandidates);
+            }
+        }
+        Ok(Checked {
+            lambda,
+            candidates: params.candidates.as_ref(),
+            max_cost: params.max_cost,
+            ranked: params.ranked,
+        })
+    }
+
+    fn check_embedding(&self, query: usize, x: &[f64]) -> Result<()> {
+        if x.len() != self.dim {
+            return Err(Error::DimensionMismatch {
+                query,
+                expected: self.dim,
+                got: x.len(),
+            });
+        }
+        // A branch-free scan first (it vectorises); the position only when something is wrong.
+        let all_finite = x
+            .chunks(64)
+            .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()));
+        if all_finite {
+            return Ok(());
+        }
+        if let Some((position, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFiniteEmbedding {
+                query,
+                position,
+                value,
+            });
+        }
+        Ok(())
+    }
+
+    fn exact_heads(&self, x: &[f64]) -> Vec<f64> {
+        self.coef
+            .chunks_exact(self.dim)
+            .zip(&self.intercept)
+            .map(|(w, &b)| kernel::dot(w, x) + b)
+            .collect()
+    }
+
+    fn is_candidate(&self, checked: &Checked, model: usize) -> bool {
+        checked.candidates.is_none_or(|mask| mask.contains(model))
+    }
+
+    /// The option of model `m`, slot `k` (`k < B`: budget `k`; `k = B`: unlimited) from the values
+    /// of its quality head and (for unlimited) its token head. The arithmetic follows upstream's
+    /// `R2Router.route` operation by operation, so equal inputs give equal bits.
+    fn option(
+        &self,
+        m: usize,
+        k: usize,
+        quality_head: f64,
+        token_head: f64,
+        input_tokens: u64,
+        lambda: f64,
+    ) -> RouteOption {
+        let model = &self.models[m];
+        let input_cost = input_tokens as f64 * model.input_price_per_million / 1e6;
+        let quality = quality_head.clamp(0.0, 1.0);
+        let (budget, output_tokens, output_cost) = match self.budgets.get(k) {
+            Some(&b) => (
+                Budget::Tokens(b),
+                f64::from(b),
+                self.limited_cost[m * self.budgets.len() + k],
+            ),
+            None => {
+                let tokens = if token_head > 0.0 { token_head } else { 0.0 };
+                (
+                    Budget::Unlimited,
+                    tokens,
+                    tokens * model.output_price_per_million / 1e6,
+                )
+            }
+        };
+        let cost = input_cost + output_cost;
+        RouteOption {
+            model: m,
+            budget,
+            quality,
+            output_tokens,
+            cost,
+            risk: (1.0 - lambda) * quality - lambda * cost,
+        }
+    }
+
+    /// The reference path: every head in float64, every option evaluated.
+    fn route_exact(
+        &self,
+        query: usize,
+        x: &[f64],
+        input_tokens: u64,
+        checked: &Checked,
+    ) -> Result<Decision> {
+        let heads = self.exact_heads(x);
+        let per_model = self.budgets.len() + 2;
+        let b = self.budgets.len();
+        let mut best: Option<RouteOption> = None;
+        let mut cheapest: Option<RouteOption> = None;
+        let mut ranked = Vec::new();
+        for m in (0..self.models.len()).filter(|&m| self.is_candidate(checked, m)) {
+            let h = &heads[m * per_model..(m + 1) * per_model];
+            for k in 0..=b {
+                let option = self.option(m, k, h[k], h[b + 1], input_tokens, checked.lambda);
+                if cheapest.is_none_or(|c| option.cost < c.cost) {
+                    cheapest = Some(option);
+                }
+                if checked.max_cost.is_some_and(|max| option.cost > max) {
+                    continue;
+                }
+                if best.is_none_or(|best| option.risk > best.risk) {
+                    best = Some(option);
+                }
+                if checked.ranked {
+                    ranked.push(option);
+                }
+            }
+        }
+        let Some(choice) = best else {
+            // `check_params` guarantees at least one candidate, so only the cost cap empties the set.
+            let cheapest = cheapest.expect("at least one candidate option");
+            return Err(Error::NothingWithinMaxCost {
+                query,
+                max_cost: checked.max_cost.unwrap_or(f64::INFINITY),
+                cheapest_model: self.models[cheapest.model].name.clone(),
+                cheapest_budget: cheapest.budget,
+                cheapest_cost: cheapest.cost,
+            });
+        };
+        // A stable sort keeps pool order among equal risks.
+        ranked.sort_by(|a, b| b.risk.total_cmp(&a.risk));
+        Ok(Decision { choice, ranked })
+    }
+
+    /// Routes queries `first..first + input_tokens.len()` of a batch on this thread.
+    fn route_range(
+        &self,
+        first: usize,
+        embeddings: &[f64],
+        input_tokens: &[u64],
+        checked: &Checked,
+    ) -> Result<Vec<Decision>> {
+        if checked.ranked {
+            return embeddings
+                .chunks_exact(self.dim)
+                .zip(input_tokens)
+                .enumerate()
+                .map(|(i, (x, &t))| self.route_exact(first + i, x, t, checked))
+                .collect();
+        }
+        let heads = self.head_count();
+        let mut screen = Screen::new(self);
+        let mut decisions = Vec::with_capacity(input_tokens.len());
+        for (block, (xs, tokens)) in embeddings
+            .chunks(SCREEN_BLOCK * self.dim)
+            .zip(input_tokens.chunks(SCREEN_BLOCK))
+            .enumerate()
+        {
+            let n = tokens.len();
+            // Column j of X is query j; column j of W·X holds every head of query j.
+            let x32 = DMatrix::<f32>::from_vec(self.dim, n, xs.iter().map(|&v| v as f32).collect());
+            let mut approx = DMatrix::<f32>::zeros(heads, n);
+            approx.gemm(1.0, &self.weights, &x32, 0.0);
+            for (j, (x, &t)) in xs.chunks_exact(self.dim).zip(tokens).enumerate() {
+                let query = first + block * SCREEN_BLOCK + j;
+                let decision = match screen.decide(approx.column(j).as_slice(), x, t, checked) {
+                    Some(choice) => Decision {
+                        choice,
+                        ranked: Vec::new(),
+                    },
+                    None => self.route_exact(query, x, t, checked)?,
+                };
+                decisions.push(decision);
+            }
+        }
+        Ok(decisions)
+    }
+}
+
+fn check_model(model: &ModelHeads, dim: usize, per_model: usize) -> Result<()> {
+    let name = || model.name.clone();
+    if model.coef.len() != per_model * dim {
+        return Err(Error::HeadShape {
+            model: name(),
+            what: "coef",
+            expected: per_model * dim,
+            got: model.coef.len(),
+        });
+    }
+    if model.intercept.len() != per_model {
+        return Err(Error::HeadShape {
+            model: name(),
+            what: "intercept",
+            expected: per_model,
+            got: model.intercept.len(),
+        });
+    }
+    for (what, value) in [
+        ("input price", model.input_price_per_million),
+        ("output price", model.output_price_per_million),
+    ] {
+        if !value.is_finite() {
+            return Err(Error::NonFiniteParameter {
+                model: name(),
+                what: what.to_owned(),
+                value,
+            });
+        }
+        if value < 0.0 {
+            return Err(Error::NegativePrice {
+                model: name(),
+                what,
+                value,
+            });
+        }
+    }
+    if let Some(i) = model.coef.iter().position(|w| !w.is_finite()) {
+        return Err(Error::NonFiniteParameter {
+            model: name(),
+            what: format!("weight {} of head {}", i % dim, i / dim),
+            value: f64::from(model.coef[i]),
+        });
+    }
+    if let Some(i) = model.intercept.iter().position(|b| !b.is_finite()) {
+        return Err(Error::NonFiniteParameter {
+            model: name(),
+            what: format!("intercept of head {i}"),
+            value: f64::from(model.intercept[i]),
+        });
+    }
+    Ok(())
+}
+
+/// An option as seen by the float32 screen: its risk and a bound on how far the exact risk can be.
+#[derive(Clone, Copy)]
+struct Screened {
+    m: usize,
+    k: usize,
+    risk: f64,
+    slack: f64,
+    /// `Some(true)`: within the cost cap for sure; `Some(false)`: over it for sure; `None`: unsure.
+    within_cap: Option<bool>,
+}
+
+/// Scratch space of the batch path, reused across the queries of one thread.
+struct Screen<'r> {
+    router: &'r Router,
+    /// `(γ₃₂ + γ₆₄)` for sums of `dim + 2` terms, with a margin.
+    gamma: f64,
+    options: Vec<Screened>,
+    exact: Vec<f64>,
+    refined: Vec<bool>,
+}
+
+impl<'r> Screen<'r> {
+    fn new(router: &'r Router) -> Self {
+        let n = (router.dim + 2) as f64;
+        let gamma = |unit: f64| n * unit / (1.0 - n * unit);
+        Self {
+            router,
+            gamma: 1.01 * (gamma(f64::from(f32::EPSILON) / 2.0) + gamma(f64::EPSILON / 2.0)),
+            options: Vec::with_capacity(router.option_count()),
+            exact: vec![0.0; router.head_count()],
+            refined: vec![false; router.head_count()],
+        }
+    }
+
+    /// The exact decision for one query from its float32 head values, or `None` when the screen
+    /// cannot settle it cheaply (the caller then takes the exact path).
+    ///
+    /// Every head value `s` of the float32 product is within `E = γ·(‖w‖·‖x‖ + |b|)` of the exact
+    /// float64 value, so each option's risk is known to within a slack. Let `L` be the best lower
+    /// bound among options surely within the cost cap: an option whose upper bound is below `L` can
+    /// neither win nor tie, and only the others are recomputed exactly.
+    fn decide(
+        &mut self,
+        approx: &[f32],
+        x: &[f64],
+        input_tokens: u64,
+        checked: &Checked,
+    ) -> Option<RouteOption> {
+        let router = self.router;
+        let b = router.budgets.len();
+        let per_model = b + 2;
+        let lambda = checked.lambda;
+        let x_norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let gamma = self.gamma;
+        let head_error =
+            |h: usize| gamma * (router.coef_norm[h] * x_norm + router.intercept[h].abs());
+        let value = |h: usize| f64::from(approx[h]) + router.intercept[h];
+        let keep = 1.0 - lambda;
+        // The last term of each slack covers the rounding of the risk formula on both paths.
+        let rounding = |risk: f64, cost: f64| 1e-14 * (1.0 + risk.abs() + cost);
+
+        self.options.clear();
+        let mut floor = f64::NEG_INFINITY;
+        for m in (0..router.models.len()).filter(|&m| router.is_candidate(checked, m)) {
+            let model = &router.models[m];
+            let base = m * per_model;
+            let input_cost = input_tokens as f64 * model.input_price_per_million / 1e6;
+            // Limited budgets: the cost is exact, only the quality is approximate.
+            for k in 0..b {
+                let cost = input_cost + router.limited_cost[m * b + k];
+                if checked.max_cost.is_some_and(|max| cost > max) {
+                    continue;
+                }
+                let h = base + k;
+                let risk = keep * value(h).clamp(0.0, 1.0) - lambda * cost;
+                let slack = keep * head_error(h) + rounding(risk, cost);
+                floor = floor.max(risk - slack);
+                self.options.push(Screened {
+                    m,
+                    k,
+                    risk,
+                    slack,
+                    within_cap: Some(true),
+                });
+            }
+            // Unlimited: quality and predicted tokens (so the cost) are both approximate.
+            let (q, t) = (base + b, base + b + 1);
+            let tokens = value(t).max(0.0);
+            let cost = input_cost + tokens * model.output_price_per_million / 1e6;
+            let cost_slack = model.output_price_per_million / 1e6 * head_error(t) + 1e-15 * cost;
+            let risk = keep * value(q).clamp(0.0, 1.0) - lambda * cost;
+            let slack = keep * head_error(q) + lambda * cost_slack + rounding(risk, cost);
+            let within_cap = match checked.max_cost {
+                None => Some(true),
+                Some(max) if cost + cost_slack <= max => Some(true),
+                Some(max) if cost - cost_slack > max => Some(false),
+                Some(_) => None,
+            };
+            if within_cap == Some(true) {
+                floor = floor.max(risk - slack);
+            }
+            if within_cap != Some(false) {
+                self.options.push(Screened {
+                    m,
+                    k: b,
+                    risk,
+                    slack,
+                    within_cap,
+                });
+            }
+        }
+
+        // Mark the heads of every option that may still win; give up when that is most of them.
+        self.refined.iter_mut().for_each(|r| *r = false);
+        let mut to_refine = 0;
+        for s in self.options.iter().filter(|s| s.risk + s.slack >= floor) {
+            let base = s.m * per_model;
+            let heads: &[usize] = if s.k == b {
+                &[base + b, base + b + 1]
+            } else {
+                &[base + s.k]
+            };
+            for &h in heads {
+                if !self.refined[h] {
+                    self.refined[h] = true;
+                    to_refine += 1;
+                }
+            }
+        }
+        if to_refine * 4 > router.head_count() {
+            return None;
+        }
+        let dim = router.dim;
+        for (h, _) in self.refined.iter().enumerate().filter(|(_, &r)| r) {
+            self.exact[h] =
+                kernel::dot(&router.coef[h * dim..(h + 1) * dim], x) + router.intercept[h];
+        }
+
+        let mut best: Option<RouteOption> = None;
+        for s in self.options.iter().filter(|s| s.risk + s.slack >= floor) {
+            let base = s.m * per_model;
+            let o = router.option(
+                s.m,
+                s.k,
+                self.exact[base + s.k],
+                self.exact[base + b + 1],
+                input_tokens,
+                lambda,
+            );
+            if s.within_cap != Some(true) && checked.max_cost.is_some_and(|max| o.cost > max) {
+                continue;
+            }
+            if best.is_none_or(|best| o.risk > best.risk) {
+                best = Some(o);
+            }
+        }
+        best
+    }
+}

@@ -1,0 +1,146 @@
+//! Test-only helpers shared by the integration tests of every crate.
+//!
+//! Architecture invariant: this crate is only ever a `dev-dependency`. It locates the read-only data
+//! folder `shared/` (upstream checkpoints, golden decisions, the tiny Qwen3 fixture) and nothing else;
+//! it never copies that data into the repository.
+
+use std::path::{Path, PathBuf};
+
+/// The environment variable that points at the shared data folder.
+pub const SHARED_DIR_ENV: &str = "R2_SHARED_DIR";
+
+/// The root of the cargo workspace (two levels above this crate's manifest).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/r2-fixtures sits two levels below the workspace root")
+        .to_path_buf()
+}
+
+/// The shared data folder: `$R2_SHARED_DIR`, else `<workspace>/../shared`.
+///
+/// Panics with a message that says how to provide the folder when it does not exist: a test that
+/// needs the data cannot do anything useful without it.
+pub fn shared_dir() -> PathBuf {
+    let dir = match std::env::var_os(SHARED_DIR_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace_root().join("..").join("shared"),
+    };
+    assert!(
+        dir.join("README.md").is_file(),
+        "shared data folder not found at {}: set {SHARED_DIR_ENV} to the folder that holds \
+         upstream-r2-router/, golden/ and fixtures/",
+        dir.display()
+    );
+    dir
+}
+
+/// `shared/upstream-r2-router`: upstream `config.json`, `checkpoints/` and `SHA256SUMS`.
+pub fn upstream_dir() -> PathBuf {
+    shared_dir().join("upstream-r2-router")
+}
+
+/// `shared/golden`: decisions and head outputs of the upstream Python router.
+pub fn golden_dir() -> PathBuf {
+    shared_dir().join("golden")
+}
+
+/// `shared/fixtures/tiny-qwen3`: a tiny random Qwen3 checkpoint with reference embeddings.
+pub fn tiny_qwen3_dir() -> PathBuf {
+    shared_dir().join("fixtures").join("tiny-qwen3")
+}
+
+/// Every upstream joblib file, as paths relative to [`upstream_dir`], in a stable order.
+pub fn upstream_joblib_files() -> Vec<PathBuf> {
+    let root = upstream_dir().join("checkpoints");
+    let mut files = Vec::new();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", root.display()))
+        .map(|entry| entry.expect("readable directory entry").path())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let mut inner: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+            .map(|entry| entry.expect("readable directory entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "joblib"))
+            .collect();
+        inner.sort();
+        files.extend(inner);
+    }
+    files
+}
+
+/// A folder holding `router.safetensors` converted from the upstream checkpoints in `shared/`.
+///
+/// The conversion runs once per test process into `target/r2-fixtures/router/` (the write is a
+/// rename, so test processes converting at the same time never see half a file). The converted
+/// weights never leave `target/`.
+pub fn converted_router_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = workspace_root()
+            .join("target")
+            .join("r2-fixtures")
+            .join("router");
+        r2_checkpoints::convert_upstream(&upstream_dir(), &out)
+            .unwrap_or_else(|e| panic!("converting the upstream checkpoints failed: {e}"));
+        out
+    })
+    .clone()
+}
+
+/// The upstream pool config (`shared/upstream-r2-router/config.json`).
+pub fn upstream_pool() -> r2_checkpoints::PoolConfig {
+    r2_checkpoints::PoolConfig::from_file(&upstream_dir().join("config.json"))
+        .unwrap_or_else(|e| panic!("reading the upstream config failed: {e}"))
+}
+
+/// The router converted from the upstream checkpoints, with the upstream pool and prices.
+pub fn upstream_router() -> r2_core::Router {
+    r2_checkpoints::load_router(&converted_router_dir(), &upstream_pool())
+        .unwrap_or_else(|e| panic!("loading the converted router failed: {e}"))
+}
+
+/// One line of `golden/route-input.jsonl`.
+#[derive(Debug, Clone)]
+pub struct GoldenInput {
+    pub id: u64,
+    pub embedding: Vec<f64>,
+    pub input_tokens: u64,
+}
+
+/// The 40 golden embeddings, in file order.
+pub fn golden_inputs() -> Vec<GoldenInput> {
+    let path = golden_dir().join("route-input.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("golden input is JSON");
+            GoldenInput {
+                id: v["id"].as_u64().expect("golden id"),
+                embedding: v["embedding"]
+                    .as_array()
+                    .expect("golden embedding")
+                    .iter()
+                    .map(|x| x.as_f64().expect("golden embedding value"))
+                    .collect(),
+                input_tokens: v["input_tokens"].as_u64().expect("golden input_tokens"),
+            }
+        })
+        .collect()
+}
+
+/// Every line of a golden JSONL file, parsed.
+pub fn golden_jsonl(name: &str) -> Vec<serde_json::Value> {
+    let path = golden_dir().join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("golden line is JSON"))
+        .collect()
+}

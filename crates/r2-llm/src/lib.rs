@@ -1,0 +1,1 @@
+//! OpenAI-compatible generation client for r2 (planned: issue 4). Nothing here yet.
