@@ -126,6 +126,21 @@ fn dot_portable(w: &[f32], x: &[f64]) -> f64 {
     reduce(acc) + tail
 }
 
+/// The Euclidean norm of `x`, with independent accumulators so the sum is not one long chain of
+/// dependent additions (the screen needs it once per query).
+#[inline]
+pub(crate) fn norm(x: &[f64]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f64 = chunks.remainder().iter().map(|v| v * v).sum();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i] * c[i];
+        }
+    }
+    (reduce(acc) + tail).sqrt()
+}
+
 /// Pairwise sum of the accumulators, in a fixed order.
 #[inline(always)]
 fn reduce(mut acc: [f64; LANES]) -> f64 {

@@ -690,7 +690,7 @@ impl<'r> Screen<'r> {
         let b = router.budgets.len();
         let per_model = b + 2;
         let lambda = checked.lambda;
-        let x_norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let x_norm = kernel::norm(x);
         let gamma = self.gamma;
         let head_error =
             |h: usize| gamma * (router.coef_norm[h] * x_norm + router.intercept[h].abs());
