@@ -3,9 +3,11 @@
 //! Architecture invariant: this crate is glue. It defines the command line, finds files, reads
 //! input and prints output; routing is `r2-core` and checkpoint formats are `r2-checkpoints`.
 
+mod embed;
 mod load;
 mod output;
 mod route;
+mod text;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,8 +29,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Route query embeddings (JSONL) to a model and a budget.
+    /// Route queries (text, or embeddings as JSONL) to a model and a budget.
     Route(route::RouteArgs),
+    /// Embed queries: JSONL of {"query", "embedding"}, usable as `r2 route --embeddings` input.
+    Embed(embed::EmbedArgs),
 }
 
 /// Where the router and the model pool come from.
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Route(args) => route::run(args),
+        Command::Embed(args) => embed::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

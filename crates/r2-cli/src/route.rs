@@ -1,36 +1,50 @@
 //! `r2 route`: embeddings in, decisions out.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Args;
+use clap::{ArgGroup, Args};
 use r2_core::{RouteParams, Router};
 use serde::Deserialize;
 
 use crate::output::{python_json, Names};
+use crate::text::{self, EmbedderArgs, Progress, Queries};
 use crate::{load, RouterArgs};
 
 /// Lines routed together: one matrix product, one flush of the output.
 const BATCH: usize = 1024;
 
 #[derive(Args, Debug)]
+#[command(group(ArgGroup::new("input").required(true).args(["embeddings", "query", "file"])))]
 pub struct RouteArgs {
     #[command(flatten)]
     router: RouterArgs,
 
+    #[command(flatten)]
+    embedder: EmbedderArgs,
+
+    /// One query to embed and route
+    #[arg(long, value_name = "TEXT")]
+    query: Option<String>,
+
+    /// Queries to embed and route, one a line (blank lines are skipped); `-` reads stdin
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+
     /// JSONL of query embeddings, one {"id", "embedding", "input_tokens"?} a line; `-` reads stdin
     #[arg(long, value_name = "FILE")]
-    embeddings: PathBuf,
+    embeddings: Option<PathBuf>,
 
     /// Cost-quality trade-off in [0, 1]: 0 = best quality, 1 = lowest cost [default: the pool
     /// config's default_lambda]
     #[arg(long = "lambda", visible_alias = "lambda_val", value_name = "F")]
     lambda: Option<f64>,
 
-    /// Input tokens of a query whose line has no "input_tokens"
-    #[arg(long, default_value_t = 100, value_name = "N")]
-    input_tokens: u64,
+    /// Input tokens of every query [default: for text, upstream's estimate max(1, words × 1.3);
+    /// for --embeddings, the line's "input_tokens", else 100]
+    #[arg(long, value_name = "N")]
+    input_tokens: Option<u64>,
 
     /// Only route to these models (comma-separated names from the pool config)
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
@@ -107,17 +121,6 @@ pub fn run(args: RouteArgs) -> Result<()> {
         .map(|(_, m)| m.name.as_str())
         .collect();
 
-    let (reader, label): (Box<dyn BufRead>, String) = if args.embeddings.as_os_str() == "-" {
-        (Box::new(std::io::stdin().lock()), "<stdin>".into())
-    } else {
-        let file = std::fs::File::open(&args.embeddings)
-            .with_context(|| format!("cannot open {}", args.embeddings.display()))?;
-        (
-            Box::new(BufReader::new(file)),
-            args.embeddings.display().to_string(),
-        )
-    };
-
     let stdout = std::io::stdout();
     let mut session = Session {
         router,
@@ -127,17 +130,85 @@ pub fn run(args: RouteArgs) -> Result<()> {
         candidates: &candidates,
         json: args.json,
         verbose: args.verbose,
-        label: &label,
+        label: String::new(),
         printed: 0,
         out: std::io::BufWriter::new(stdout.lock()),
     };
+    match &args.embeddings {
+        Some(path) => route_embeddings(path, &args, &mut session),
+        None => route_text(&args, &loaded.pool, &mut session),
+    }
+}
+
+/// `--query` / `--file`: embed in batches, route each batch as soon as it is embedded.
+fn route_text<W: Write>(
+    args: &RouteArgs,
+    pool: &r2_checkpoints::PoolConfig,
+    session: &mut Session<'_, W>,
+) -> Result<()> {
+    let runtime = text::runtime()?;
+    let embedder = runtime.block_on(text::embedder(&args.embedder, pool))?;
+    let mut queries = Queries::open(args.query.as_deref(), args.file.as_ref())?;
+    session.label = queries.label().to_owned();
+    let mut progress = Progress::new("routed");
+    loop {
+        let chunk = queries.next_chunk(args.embedder.embed_batch_size.max(1))?;
+        if chunk.is_empty() {
+            break;
+        }
+        let texts: Vec<String> = chunk.iter().map(|q| q.text.clone()).collect();
+        let embeddings = runtime.block_on(embedder.embed(&texts)).with_context(|| {
+            format!(
+                "{}: embedding lines {}–{}",
+                session.label,
+                chunk[0].line,
+                chunk[chunk.len() - 1].line
+            )
+        })?;
+        let mut batch = Batch::default();
+        for (query, embedding) in chunk.into_iter().zip(embeddings) {
+            let tokens = args
+                .input_tokens
+                .unwrap_or_else(|| r2_core::estimate_input_tokens(&query.text));
+            let line = InputLine {
+                id: None,
+                embedding: embedding.into_iter().map(f64::from).collect(),
+                input_tokens: Some(tokens),
+                query: Some(query.text),
+            };
+            batch.push(line, query.line, tokens);
+        }
+        let n = batch.lines.len();
+        session.route_and_print(&mut batch)?;
+        progress.add(n);
+    }
+    session.out.flush()?;
+    Ok(())
+}
+
+/// `--embeddings`: JSONL of vectors, routed in batches.
+fn route_embeddings<W: Write>(
+    path: &Path,
+    args: &RouteArgs,
+    session: &mut Session<'_, W>,
+) -> Result<()> {
+    let (reader, label): (Box<dyn BufRead>, String) = if path.as_os_str() == "-" {
+        (Box::new(std::io::stdin().lock()), "<stdin>".into())
+    } else {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        (Box::new(BufReader::new(file)), path.display().to_string())
+    };
+    session.label = label.clone();
+    let default_tokens = args.input_tokens.unwrap_or(100);
+    let dim = session.router.dim();
     let mut batch = Batch::default();
     let mut bad_line = None;
     for (index, line) in reader.lines().enumerate() {
         let number = index + 1;
-        match parse_line(line, number, &label, router.dim()) {
+        match parse_line(line, number, &label, dim) {
             Ok(None) => continue,
-            Ok(Some(parsed)) => batch.push(parsed, number, args.input_tokens),
+            Ok(Some(parsed)) => batch.push(parsed, number, default_tokens),
             Err(e) => {
                 bad_line = Some(e);
                 break;
@@ -217,7 +288,7 @@ struct Session<'a, W: Write> {
     candidates: &'a [&'a str],
     json: bool,
     verbose: bool,
-    label: &'a str,
+    label: String,
     printed: usize,
     out: W,
 }

@@ -1,0 +1,313 @@
+//! [`LocalQwen3Embedder`]: Qwen3 run in-process on the CPU with candle (feature `local`).
+//!
+//! It computes what `vllm serve Qwen/Qwen3-0.6B --runner pooling` returns from `/v1/embeddings`,
+//! following Hugging Face transformers' `Qwen3ForCausalLM` in float32:
+//!
+//! - **Tokens**: `tokenizer.encode(text, add_special_tokens = true)` with the tokenizer's own
+//!   post-processor and no chat template, as vLLM's embeddings endpoint does. Nothing is truncated:
+//!   a text longer than `max_position_embeddings` tokens is an [`Error::Tokenizer`] naming its
+//!   index and length (vLLM also rejects it), and a text without tokens is [`Error::EmptyText`].
+//! - **Network**: token embedding; per layer RMSNorm → attention (q/k/v projections, per-head
+//!   RMSNorm of q and k before the rotary embedding, grouped-query attention, causal mask) →
+//!   residual, RMSNorm → SwiGLU MLP → residual; final RMSNorm. Weights in bfloat16 or float16 are
+//!   upcast to float32 when loaded. There is no `lm_head`: logits are never computed.
+//! - **Pooling**: the hidden state of the last token, L2-normalised.
+//! - **Batching**: the texts of one call run as left-padded batches (split into sub-batches of at
+//!   most 32 texts and about 8192 padded tokens, similar lengths together). Positions start at 0
+//!   at each sequence's first real token and padding is masked, so a text's vector does not depend
+//!   on the other texts of the call (beyond float rounding, about 1e-6).
+//! - **Threads**: the model lives on a dedicated worker thread owned by the embedder; `embed`
+//!   sends the texts there and awaits the answer, so it never blocks the tokio runtime. Calls from
+//!   several tasks queue up and run one after the other (each one uses every core through candle's
+//!   thread pool). A panic in the worker is reported as [`Error::Worker`]. Dropping the embedder
+//!   ends the thread, after the batch in progress.
+//! - **Memory**: the weights are memory-mapped while loading and copied into float32 tensors:
+//!   Qwen3-0.6B holds 2.4 GB, and loading its bfloat16 file peaks at about 3.5 GB (the mapped
+//!   file and the copies). They are loaded once per embedder: share one embedder (it is
+//!   `Send + Sync`, e.g. in an `Arc`) rather than loading it twice.
+//!
+//! [`LocalQwen3Embedder::from_hub`] downloads a model into the Hugging Face cache on first use
+//! (honouring `HF_HOME`, `HF_ENDPOINT`, `HF_HUB_OFFLINE`); [`LocalQwen3Embedder::from_dir`] loads
+//! one from a folder.
+
+mod config;
+mod files;
+mod hub;
+mod model;
+mod worker;
+
+use std::cmp::Reverse;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokenizers::Tokenizer;
+
+use self::config::Qwen3Config;
+use self::files::ModelFiles;
+use self::model::{Checkpoint, Qwen3Model};
+use self::worker::Worker;
+use crate::{check_embeddings, check_texts, Embedder, Error, Result};
+
+/// At most this many texts run in one forward pass.
+const MAX_BATCH_TEXTS: usize = 32;
+
+/// At most this many tokens, padding included, run in one forward pass (unless a single text is
+/// longer).
+const MAX_BATCH_TOKENS: usize = 8192;
+
+/// The fixed cost of one forward pass in tokens, used to weigh padding against more passes: every
+/// pass reads all the weights once, which costs about as much as computing this many tokens.
+const BATCH_OVERHEAD_TOKENS: usize = 32;
+
+/// Qwen3 (e.g. `Qwen/Qwen3-0.6B`) run in-process on the CPU: the embeddings of
+/// `vllm serve … --runner pooling` (last token, L2-normalised).
+///
+/// See the [module documentation](self) for the exact semantics.
+pub struct LocalQwen3Embedder {
+    name: String,
+    dim: usize,
+    tokenizer: Arc<Tokenizer>,
+    worker: Worker<Vec<String>, Vec<Vec<f32>>>,
+}
+
+impl std::fmt::Debug for LocalQwen3Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalQwen3Embedder")
+            .field("model", &self.name)
+            .field("dim", &self.dim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalQwen3Embedder {
+    /// Loads `config.json`, `model.safetensors` (or `model.safetensors.index.json` and its
+    /// shards) and `tokenizer.json` from `dir`.
+    ///
+    /// This blocks while the weights are read (seconds for Qwen3-0.6B); in async code call it
+    /// through `tokio::task::spawn_blocking`. A missing file, a config that is not a Qwen3 one or
+    /// weights that do not match the config are [`Error::Model`] naming the file, and the field
+    /// or tensor.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let files = ModelFiles::in_dir(dir)?;
+        Self::load(files, dir.display().to_string())
+    }
+
+    /// Fetches `repo` (e.g. `Qwen/Qwen3-0.6B`) into the Hugging Face cache on first use, then
+    /// loads it. [`model_name`](Embedder::model_name) is `repo`.
+    ///
+    /// The cache is `HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+    /// `$XDG_CACHE_HOME/huggingface/hub` or `~/.cache/huggingface/hub` (as Python's
+    /// `huggingface_hub` chooses it); `HF_ENDPOINT` replaces `https://huggingface.co`;
+    /// with `HF_HUB_OFFLINE=1` only the cache is used. Cached files are never downloaded again.
+    /// When `progress` is true, downloads show a progress bar on stderr. Errors are
+    /// [`Error::Download`] naming the file and saying what to do, or those of
+    /// [`from_dir`](Self::from_dir).
+    pub async fn from_hub(repo: &str, progress: bool) -> Result<Self> {
+        let files = hub::fetch(repo, progress).await?;
+        let name = repo.to_owned();
+        tokio::task::spawn_blocking(move || Self::load(files, name))
+            .await
+            .map_err(|e| Error::Worker(format!("loading the model failed: {e}")))?
+    }
+
+    /// The token ids the model sees for `text` (no padding, no truncation; empty for `""`).
+    pub fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
+        tokenize(&self.tokenizer, text).map_err(Error::Tokenizer)
+    }
+
+    fn load(files: ModelFiles, name: String) -> Result<Self> {
+        let cfg = Qwen3Config::from_file(&files.config)?;
+        let tokenizer = Arc::new(load_tokenizer(&files.tokenizer, &cfg)?);
+        let checkpoint = Checkpoint::open(&files.weights)?;
+        let model = Qwen3Model::load(cfg, &checkpoint)?;
+        // The maps are no longer needed once every tensor has been copied.
+        drop(checkpoint);
+
+        let dim = model.config().hidden_size;
+        let engine = Engine {
+            model,
+            tokenizer: tokenizer.clone(),
+            weights: files.weights[0].clone(),
+        };
+        let worker = Worker::spawn(
+            "r2-embed-qwen3",
+            engine,
+            |engine, texts: Vec<String>, cancelled| engine.embed(&texts, cancelled),
+        )?;
+        Ok(Self {
+            name,
+            dim,
+            tokenizer,
+            worker,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Embedder for LocalQwen3Embedder {
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        check_texts(texts)?;
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let embeddings = self.worker.call(texts.to_vec()).await?;
+        check_embeddings(&self.name, &embeddings, self.dim)?;
+        Ok(embeddings)
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn model_name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What the worker thread owns.
+struct Engine {
+    model: Qwen3Model,
+    tokenizer: Arc<Tokenizer>,
+    /// The (first) weights file, named in errors of the forward pass.
+    weights: PathBuf,
+}
+
+impl Engine {
+    fn embed(&mut self, texts: &[String], cancelled: &dyn Fn() -> bool) -> Result<Vec<Vec<f32>>> {
+        let max_tokens = self.model.config().max_position_embeddings;
+        let mut seqs = Vec::with_capacity(texts.len());
+        for (index, text) in texts.iter().enumerate() {
+            let ids = tokenize(&self.tokenizer, text)
+                .map_err(|e| Error::Tokenizer(format!("text {index}: {e}")))?;
+            if ids.is_empty() {
+                return Err(Error::EmptyText { index });
+            }
+            if ids.len() > max_tokens {
+                return Err(Error::TooLong {
+                    index,
+                    tokens: ids.len(),
+                    max: max_tokens,
+                });
+            }
+            seqs.push(ids);
+        }
+
+        // Longest first, then cut into sub-batches of similar lengths.
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.sort_by_key(|&i| Reverse(seqs[i].len()));
+        let lengths: Vec<usize> = order.iter().map(|&i| seqs[i].len()).collect();
+        let mut out = vec![Vec::new(); seqs.len()];
+        let mut rest = order.as_slice();
+        for size in plan_batches(&lengths) {
+            if cancelled() {
+                return Err(Error::Worker("the call was cancelled".to_owned()));
+            }
+            let (chunk, tail) = rest.split_at(size);
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
+            let vectors = self.model.embed(&batch).map_err(|e| Error::Model {
+                path: self.weights.clone(),
+                reason: format!("the forward pass failed: {e}"),
+            })?;
+            for (&i, v) in chunk.iter().zip(vectors) {
+                out[i] = v;
+            }
+            rest = tail;
+        }
+        Ok(out)
+    }
+}
+
+/// Splits texts of `lengths` (sorted longest first) into consecutive sub-batches; returns their
+/// sizes.
+///
+/// A sub-batch costs its padded size (texts × longest) plus [`BATCH_OVERHEAD_TOKENS`]; the split
+/// with the least total cost is found by dynamic programming over the sorted lengths, within
+/// [`MAX_BATCH_TEXTS`] and [`MAX_BATCH_TOKENS`] per sub-batch.
+fn plan_batches(lengths: &[usize]) -> Vec<usize> {
+    let n = lengths.len();
+    // best[k]: least cost of the first k texts, and the size of the last sub-batch.
+    let mut best = vec![(0usize, 0usize); n + 1];
+    for k in 1..=n {
+        best[k] = (usize::MAX, 0);
+        for size in 1..=k.min(MAX_BATCH_TEXTS) {
+            let padded = size * lengths[k - size];
+            if size > 1 && padded > MAX_BATCH_TOKENS {
+                break;
+            }
+            let cost = best[k - size].0 + padded + BATCH_OVERHEAD_TOKENS;
+            if cost < best[k].0 {
+                best[k] = (cost, size);
+            }
+        }
+    }
+    let mut sizes = Vec::new();
+    let mut k = n;
+    while k > 0 {
+        sizes.push(best[k].1);
+        k -= best[k].1;
+    }
+    sizes.reverse();
+    sizes
+}
+
+/// The ids of `text` with the tokenizer's special tokens (its post-processor), as vLLM encodes.
+fn tokenize(tokenizer: &Tokenizer, text: &str) -> std::result::Result<Vec<u32>, String> {
+    tokenizer
+        .encode(text, true)
+        .map(|enc| enc.get_ids().to_vec())
+        .map_err(|e| e.to_string())
+}
+
+/// Reads `tokenizer.json`, turns off any truncation or padding it configures, and checks that its
+/// ids fit the model's vocabulary.
+fn load_tokenizer(path: &Path, cfg: &Qwen3Config) -> Result<Tokenizer> {
+    let fail = |reason: String| Error::Model {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut tokenizer =
+        Tokenizer::from_file(path).map_err(|e| fail(format!("not a valid tokenizer: {e}")))?;
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| fail(format!("cannot turn off truncation: {e}")))?;
+    tokenizer.with_padding(None);
+    if let Some(max_id) = tokenizer.get_vocab(true).values().max() {
+        if *max_id as usize >= cfg.vocab_size {
+            return Err(fail(format!(
+                "the tokenizer has token id {max_id}, but the model's vocab_size is {}",
+                cfg.vocab_size
+            )));
+        }
+    }
+    Ok(tokenizer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_group_similar_lengths() {
+        assert_eq!(plan_batches(&[]), Vec::<usize>::new());
+        assert_eq!(plan_batches(&[5]), vec![1]);
+        // One long text does not pad eleven short ones to its length.
+        let mut lengths = vec![361];
+        lengths.extend([27, 13, 12, 11, 10, 9, 8, 8, 7, 1, 1]);
+        let sizes = plan_batches(&lengths);
+        assert_eq!(sizes[0], 1, "{sizes:?}");
+        assert!(sizes.len() <= 3, "{sizes:?}");
+        // Equal lengths fill sub-batches of at most 32 texts.
+        let sizes = plan_batches(&[10; 70]);
+        assert_eq!(sizes.len(), 3, "{sizes:?}");
+        assert!(sizes.iter().all(|&s| s <= MAX_BATCH_TEXTS), "{sizes:?}");
+        // Long texts respect the token budget; a text beyond it runs alone.
+        let sizes = plan_batches(&[9000, 4000, 4000, 4000]);
+        assert_eq!((sizes[0], sizes.len()), (1, 3), "{sizes:?}");
+        let sizes = plan_batches(&[3000; 10]);
+        assert!(
+            sizes.iter().all(|&s| s * 3000 <= MAX_BATCH_TOKENS),
+            "{sizes:?}"
+        );
+        assert_eq!(sizes.iter().sum::<usize>(), 10);
+    }
+}

@@ -1,0 +1,415 @@
+//! A client of the OpenAI embeddings API as served by `vllm serve <model> --runner pooling`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{check_embeddings, check_texts, Embedder, Error, Result};
+
+/// The longest pause between two retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How many characters of a server's error text are kept in an [`Error::Status`].
+const MAX_MESSAGE_CHARS: usize = 500;
+
+/// How many characters of an unparsable body are quoted in an [`Error::Malformed`].
+const MAX_SNIPPET_CHARS: usize = 200;
+
+/// Settings of a [`VllmEmbedder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VllmOptions {
+    /// Texts per request (default 64); longer inputs are sent in chunks, one after the other.
+    /// Zero is treated as one.
+    pub batch_size: usize,
+    /// Time allowed for each request, from connecting to the last byte of the answer (default 30 s).
+    pub timeout: Duration,
+    /// Retries of a request after a connection error or an HTTP 5xx answer (default 3).
+    ///
+    /// Timeouts and 4xx answers are not retried: a slow server stays slow, and a rejected request
+    /// is rejected again.
+    pub max_retries: u32,
+    /// Pause before the first retry (default 200 ms), doubled for each further retry up to 5 s.
+    pub initial_backoff: Duration,
+    /// Expected length of every embedding (default 1024, Qwen3-0.6B's hidden size).
+    pub dim: usize,
+}
+
+impl Default for VllmOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            timeout: Duration::from_secs(30),
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(200),
+            dim: 1024,
+        }
+    }
+}
+
+/// Embeds texts with an OpenAI-compatible `/v1/embeddings` server such as vLLM.
+///
+/// Cloning is cheap: clones share one connection pool.
+#[derive(Clone)]
+pub struct VllmEmbedder {
+    client: reqwest::Client,
+    url: String,
+    model: String,
+    options: VllmOptions,
+}
+
+impl fmt::Debug for VllmEmbedder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VllmEmbedder")
+            .field("url", &self.url)
+            .field("model", &self.model)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VllmEmbedder {
+    /// A client of the server at `base_url` (e.g. `http://localhost:8000`) for `model`.
+    ///
+    /// Requests go to `{base_url}/v1/embeddings`; a trailing `/`, `/v1` or `/v1/embeddings` on
+    /// `base_url` is tolerated. Nothing is sent until the first [`Embedder::embed`]. Fails with
+    /// [`Error::InvalidUrl`] if `base_url` is not an `http` or `https` URL without query or
+    /// fragment.
+    pub fn new(base_url: &str, model: &str, options: VllmOptions) -> Result<Self> {
+        let url = embeddings_url(base_url)?;
+        let client = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .build()
+            .map_err(|e| Error::Unreachable {
+                url: url.clone(),
+                reason: format!("cannot set up the HTTP client: {}", error_chain(&e)),
+            })?;
+        Ok(Self {
+            client,
+            url,
+            model: model.to_owned(),
+            options,
+        })
+    }
+
+    /// The full URL requests are sent to, e.g. `http://localhost:8000/v1/embeddings`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The settings this client was made with.
+    pub fn options(&self) -> &VllmOptions {
+        &self.options
+    }
+
+    /// Embeds one chunk, retrying connection errors and 5xx answers with exponential backoff.
+    async fn embed_chunk(
+        &self,
+        texts: &[String],
+        start: usize,
+        total: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut backoff = self.options.initial_backoff.min(MAX_BACKOFF);
+        let mut attempt: u32 = 0;
+        loop {
+            match self.send(texts).await {
+                Ok(body) => return self.parse(&body, texts.len(), start, total),
+                Err(Failure::Retryable(_)) if attempt < self.options.max_retries => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2).min(MAX_BACKOFF);
+                    attempt += 1;
+                }
+                Err(Failure::Retryable(e)) => return Err(gave_up(e, attempt + 1)),
+                Err(Failure::Final(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends one request and returns the body of a successful answer.
+    async fn send(&self, texts: &[String]) -> std::result::Result<Vec<u8>, Failure> {
+        let request = EmbeddingsRequest {
+            model: &self.model,
+            input: texts,
+        };
+        let response = self
+            .client
+            .post(&self.url)
+            .json(&request)
+            .send()
+            .await
+            .map_err(|e| self.transport_failure(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| self.transport_failure(&e))?;
+            return Ok(body.to_vec());
+        }
+        // The status alone decides what happens next, so an error body that cannot be read is
+        // treated as empty.
+        let body = response.bytes().await.unwrap_or_default();
+        let error = Error::Status {
+            url: self.url.clone(),
+            status: status.as_u16(),
+            message: status_message(&body, status.canonical_reason()),
+        };
+        if status.is_server_error() {
+            Err(Failure::Retryable(error))
+        } else {
+            Err(Failure::Final(error))
+        }
+    }
+
+    /// Classifies an error of reqwest: timeouts are final, everything else is a connection error.
+    fn transport_failure(&self, e: &reqwest::Error) -> Failure {
+        if e.is_timeout() {
+            Failure::Final(Error::Timeout {
+                url: self.url.clone(),
+                timeout: self.options.timeout,
+            })
+        } else {
+            Failure::Retryable(Error::Unreachable {
+                url: self.url.clone(),
+                reason: error_chain(e),
+            })
+        }
+    }
+
+    /// Parses a successful answer to a request for `n` texts, the first of which is input `start`
+    /// of `total`, into embeddings in request order.
+    fn parse(&self, body: &[u8], n: usize, start: usize, total: usize) -> Result<Vec<Vec<f32>>> {
+        let malformed = |problem: String| {
+            let reason = if total > n {
+                format!("{problem} (in the answer for texts {start}..{})", start + n)
+            } else {
+                problem
+            };
+            Error::Malformed {
+                url: self.url.clone(),
+                reason,
+            }
+        };
+        let response: EmbeddingsResponse = serde_json::from_slice(body).map_err(|e| {
+            malformed(format!(
+                "not the OpenAI embeddings JSON: {e}; the body starts with {:?}",
+                truncate(
+                    &String::from_utf8_lossy(&body[..body.len().min(4 * MAX_SNIPPET_CHARS)]),
+                    MAX_SNIPPET_CHARS
+                )
+            ))
+        })?;
+        let got = response.data.len();
+        let mut slots: Vec<Option<Vec<f32>>> = vec![None; n];
+        for item in response.data {
+            match slots.get_mut(item.index) {
+                None => {
+                    return Err(malformed(format!(
+                        "index {} is out of range: the request had {n} texts",
+                        item.index
+                    )))
+                }
+                Some(Some(_)) => {
+                    return Err(malformed(format!(
+                        "index {} appears more than once",
+                        item.index
+                    )))
+                }
+                Some(slot) => *slot = Some(item.embedding),
+            }
+        }
+        let embeddings = slots
+            .into_iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                slot.ok_or_else(|| {
+                    malformed(format!(
+                        "no embedding with index {index} ({got} of {n} were returned)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        check_embeddings(&self.url, &embeddings, self.options.dim)
+            .map_err(|e| shift_index(e, start))?;
+        Ok(embeddings)
+    }
+}
+
+#[async_trait::async_trait]
+impl Embedder for VllmEmbedder {
+    /// Sends the texts in chunks of [`VllmOptions::batch_size`], one request after the other.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        check_texts(texts)?;
+        let mut embeddings = Vec::with_capacity(texts.len());
+        for (i, chunk) in texts.chunks(self.options.batch_size.max(1)).enumerate() {
+            let start = i * self.options.batch_size.max(1);
+            embeddings.extend(self.embed_chunk(chunk, start, texts.len()).await?);
+        }
+        Ok(embeddings)
+    }
+
+    fn dim(&self) -> usize {
+        self.options.dim
+    }
+
+    fn model_name(&self) -> &str {
+        &self.model
+    }
+}
+
+/// Why one request failed, and whether trying again may help.
+enum Failure {
+    Retryable(Error),
+    Final(Error),
+}
+
+#[derive(Serialize)]
+struct EmbeddingsRequest<'a> {
+    model: &'a str,
+    input: &'a [String],
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsResponse {
+    data: Vec<EmbeddingItem>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingItem {
+    index: usize,
+    embedding: Vec<f32>,
+}
+
+/// `{base}/v1/embeddings` for a base URL that may end in `/`, `/v1` or `/v1/embeddings`.
+fn embeddings_url(base_url: &str) -> Result<String> {
+    let invalid = |reason: String| Error::InvalidUrl {
+        url: base_url.to_owned(),
+        reason,
+    };
+    let base = base_url.trim().trim_end_matches('/');
+    let base = base
+        .strip_suffix("/v1/embeddings")
+        .or_else(|| base.strip_suffix("/v1"))
+        .unwrap_or(base)
+        .trim_end_matches('/');
+    let url = format!("{base}/v1/embeddings");
+    let parsed = reqwest::Url::parse(&url)
+        .map_err(|e| invalid(format!("`{base_url}` is not a valid URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "`{base_url}` is not an http:// or https:// URL"
+        )));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(format!("`{base_url}` has no host")));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid(format!(
+            "`{base_url}` has a query or fragment; give the server's base URL only"
+        )));
+    }
+    Ok(parsed.into())
+}
+
+/// The message of an error answer: `error.message`, `error`, `message` or `detail` of a JSON body,
+/// else the body text, else the status's reason phrase; at most [`MAX_MESSAGE_CHARS`] characters.
+fn status_message(body: &[u8], reason_phrase: Option<&str>) -> String {
+    let text = String::from_utf8_lossy(body);
+    let from_json = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|json| {
+            [
+                json.pointer("/error/message"),
+                json.get("error"),
+                json.get("message"),
+                json.get("detail"),
+            ]
+            .into_iter()
+            .flatten()
+            .find(|v| !v.is_null() && !v.is_object())
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        });
+    let message = match from_json {
+        Some(m) if !m.trim().is_empty() => m,
+        _ if !text.trim().is_empty() => text.into_owned(),
+        _ => reason_phrase.unwrap_or("no message").to_owned(),
+    };
+    truncate(message.trim(), MAX_MESSAGE_CHARS)
+}
+
+/// The first `max` characters of `s`, with `…` appended if anything was cut.
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
+/// The causes of a reqwest error, outermost first, without reqwest's own line (which repeats the
+/// URL that every [`Error`] already names).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    }
+}
+
+/// Says in a retried error how many attempts were made.
+fn gave_up(e: Error, attempts: u32) -> Error {
+    if attempts < 2 {
+        return e;
+    }
+    match e {
+        Error::Status {
+            url,
+            status,
+            message,
+        } => Error::Status {
+            url,
+            status,
+            message: format!("{message} (gave up after {attempts} attempts)"),
+        },
+        Error::Unreachable { url, reason } => Error::Unreachable {
+            url,
+            reason: format!("{reason} (gave up after {attempts} attempts)"),
+        },
+        other => other,
+    }
+}
+
+/// Turns the index of an embedding within a chunk into its index in the whole input.
+fn shift_index(e: Error, start: usize) -> Error {
+    match e {
+        Error::WrongDimension {
+            source_name,
+            index,
+            expected,
+            got,
+        } => Error::WrongDimension {
+            source_name,
+            index: index + start,
+            expected,
+            got,
+        },
+        Error::NonFinite {
+            source_name,
+            index,
+            position,
+        } => Error::NonFinite {
+            source_name,
+            index: index + start,
+            position,
+        },
+        other => other,
+    }
+}
