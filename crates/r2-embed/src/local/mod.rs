@@ -5,7 +5,7 @@
 //!
 //! - **Tokens**: `tokenizer.encode(text, add_special_tokens = true)` with the tokenizer's own
 //!   post-processor and no chat template, as vLLM's embeddings endpoint does. Nothing is truncated:
-//!   a text longer than `max_position_embeddings` tokens is an [`Error::Tokenizer`] naming its
+//!   a text longer than `max_position_embeddings` tokens is an [`Error::TooLong`] naming its
 //!   index and length (vLLM also rejects it), and a text without tokens is [`Error::EmptyText`].
 //! - **Network**: token embedding; per layer RMSNorm → attention (q/k/v projections, per-head
 //!   RMSNorm of q and k before the rotary embedding, grouped-query attention, causal mask) →
