@@ -1,6 +1,6 @@
 //! `r2 embed`: text in, `{"query", "embedding"}` JSONL out.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -39,12 +39,18 @@ struct Line<'a> {
 }
 
 pub fn run(args: EmbedArgs) -> Result<()> {
-    let pool = crate::load::pool(&crate::RouterArgs {
-        checkpoints: None,
-        config: args.config.clone(),
-    })?;
+    let pool = r2_router::load_pool(args.config.as_deref()).context("loading the pool config")?;
     let runtime = text::runtime()?;
-    let embedder = runtime.block_on(text::embedder(&args.embedder, &pool))?;
+    let options = r2_router::Options {
+        embed_url: args.embedder.embed_url.clone(),
+        embedding_model_dir: args.embedder.embedding_model_dir.clone(),
+        embed_batch_size: Some(args.embedder.embed_batch_size),
+        progress: std::io::stderr().is_terminal(),
+        ..r2_router::Options::default()
+    };
+    let embedder = runtime
+        .block_on(r2_router::make_embedder(&options, &pool))
+        .context("setting up the embedder")?;
     let mut queries = Queries::open(args.query.as_deref(), args.file.as_ref())?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

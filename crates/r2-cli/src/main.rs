@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Route queries (text, or embeddings as JSONL) to a model and a budget.
-    Route(route::RouteArgs),
+    Route(Box<route::RouteArgs>),
     /// Embed queries: JSONL of {"query", "embedding"}, usable as `r2 route --embeddings` input.
     Embed(embed::EmbedArgs),
 }
@@ -39,7 +39,9 @@ enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct RouterArgs {
     /// Folder with the converted router (router.safetensors) [default: $R2_CHECKPOINTS, else
-    /// ./checkpoints]
+    /// ./checkpoints if it holds one, else the released checkpoints, fetched, checked and
+    /// converted on first use into the user's cache folder ($R2_CHECKPOINTS_URL overrides the
+    /// download base, R2_OFFLINE=1 forbids downloading)]
     #[arg(long, alias = "checkpoint-dir", value_name = "DIR")]
     pub checkpoints: Option<PathBuf>,
 
@@ -52,7 +54,7 @@ pub struct RouterArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Route(args) => route::run(args),
+        Command::Route(args) => route::run(*args),
         Command::Embed(args) => embed::run(args),
     };
     match result {

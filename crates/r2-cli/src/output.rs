@@ -107,6 +107,23 @@ pub struct DecisionJson<'a> {
     pub all_options: Option<Vec<OptionJson<'a>>>,
 }
 
+/// The line upstream's route.py prints between the decision and the response: 40 dashes.
+pub const GENERATION_RULE: &str = "----------------------------------------";
+
+/// Upstream's answer object, plus the USD cost of the call.
+#[derive(Serialize)]
+pub struct GenerationJson<'a> {
+    pub query: &'a str,
+    pub model: &'a str,
+    pub openrouter_id: &'a str,
+    pub budget: Budget,
+    pub predicted_quality: f64,
+    pub risk: f64,
+    pub response: &'a str,
+    pub usage: r2_llm::Usage,
+    pub cost_usd: f64,
+}
+
 /// Names and OpenRouter ids of the router's models, in the router's order.
 pub struct Names<'a> {
     pub router: &'a Router,
@@ -116,6 +133,32 @@ pub struct Names<'a> {
 impl<'a> Names<'a> {
     fn model(&self, index: usize) -> &'a str {
         &self.router.models()[index].name
+    }
+
+    /// The name of model `index`.
+    pub fn model_name(&self, index: usize) -> &'a str {
+        self.model(index)
+    }
+
+    /// upstream's `route_and_generate` output object, with the cost of the call added.
+    pub fn generation(
+        &self,
+        d: &Decision,
+        query: &'a str,
+        g: &'a r2_router::Generation,
+    ) -> GenerationJson<'a> {
+        let c = self.option(&d.choice);
+        GenerationJson {
+            query,
+            model: c.model,
+            openrouter_id: c.openrouter_id,
+            budget: c.budget,
+            predicted_quality: c.predicted_quality,
+            risk: c.risk,
+            response: &g.text,
+            usage: g.usage,
+            cost_usd: g.cost_usd,
+        }
     }
 
     /// Upstream's view of an option, rounded as upstream rounds it.

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{ArgGroup, Args};
 use r2_core::{RouteParams, Router};
+use r2_router::R2Router;
 use serde::Deserialize;
 
-use crate::output::{python_json, Names};
-use crate::text::{self, EmbedderArgs, Progress, Queries};
+use crate::output::{python_json, Names, GENERATION_RULE};
+use crate::text::{self, EmbedderArgs, LlmArgs, Progress, Queries};
 use crate::{load, RouterArgs};
 
 /// Lines routed together: one matrix product, one flush of the output.
@@ -23,6 +24,9 @@ pub struct RouteArgs {
 
     #[command(flatten)]
     embedder: EmbedderArgs,
+
+    #[command(flatten)]
+    llm: LlmArgs,
 
     /// One query to embed and route
     #[arg(long, value_name = "TEXT")]
@@ -81,12 +85,23 @@ struct InputLine {
 }
 
 pub fn run(args: RouteArgs) -> Result<()> {
-    let loaded = load::router(&args.router)?;
-    let router = &loaded.router;
-    let lambda = args.lambda.unwrap_or(loaded.pool.default_lambda);
-    let mut params = RouteParams::new(lambda).with_ranked(args.verbose);
+    let runtime = text::runtime()?;
+    let r2 = load::router(
+        &runtime,
+        &args.router,
+        &args.embedder,
+        Some(&args.llm),
+        args.lambda,
+    )?;
+    if r2.can_generate() && args.embeddings.is_some() {
+        bail!("--llm-api-base needs the query text: use --query or --file, not --embeddings");
+    }
+    let router = r2.router();
+    let mut params = r2.default_params()?.with_ranked(args.verbose);
     if !args.models.is_empty() {
-        params = params.with_candidates(router.model_mask(&args.models).context("--models")?);
+        params.candidates = Some(router.model_mask(&args.models).context("--models")?);
+    } else if args.llm.all_models {
+        params.candidates = None;
     }
     if let Some(max) = args.max_cost {
         params = params.with_max_cost(max);
@@ -105,8 +120,7 @@ pub fn run(args: RouteArgs) -> Result<()> {
             .models()
             .iter()
             .map(|m| {
-                loaded
-                    .pool
+                r2.pool()
                     .model(&m.name)
                     .map(|p| p.openrouter_id.as_str())
                     .unwrap_or(&m.name)
@@ -133,21 +147,37 @@ pub fn run(args: RouteArgs) -> Result<()> {
         label: String::new(),
         printed: 0,
         out: std::io::BufWriter::new(stdout.lock()),
+        generate: r2.can_generate().then_some(Generate {
+            r2: &r2,
+            runtime: &runtime,
+            stream: args.llm.stream,
+            temperature: args.llm.temperature,
+        }),
     };
     match &args.embeddings {
         Some(path) => route_embeddings(path, &args, &mut session),
-        None => route_text(&args, &loaded.pool, &mut session),
+        None => route_text(&args, &r2, &runtime, &mut session),
     }
+}
+
+/// What generation needs, when `--llm-api-base` is given.
+struct Generate<'a> {
+    r2: &'a R2Router,
+    runtime: &'a tokio::runtime::Runtime,
+    stream: bool,
+    temperature: f64,
 }
 
 /// `--query` / `--file`: embed in batches, route each batch as soon as it is embedded.
 fn route_text<W: Write>(
     args: &RouteArgs,
-    pool: &r2_checkpoints::PoolConfig,
+    r2: &R2Router,
+    runtime: &tokio::runtime::Runtime,
     session: &mut Session<'_, W>,
 ) -> Result<()> {
-    let runtime = text::runtime()?;
-    let embedder = runtime.block_on(text::embedder(&args.embedder, pool))?;
+    let embedder = runtime
+        .block_on(r2.embedder())
+        .context("setting up the embedder")?;
     let mut queries = Queries::open(args.query.as_deref(), args.file.as_ref())?;
     session.label = queries.label().to_owned();
     let mut progress = Progress::new("routed");
@@ -291,6 +321,7 @@ struct Session<'a, W: Write> {
     label: String,
     printed: usize,
     out: W,
+    generate: Option<Generate<'a>>,
 }
 
 impl<W: Write> Session<'_, W> {
@@ -312,8 +343,10 @@ impl<W: Write> Session<'_, W> {
                 Some(q) => anyhow!("{}: line {}: {e}", self.label, batch.lines[q].0),
                 None => anyhow!(e),
             })?;
-        for ((_, line), decision) in batch.lines.iter().zip(&decisions) {
-            if self.json {
+        for ((number, line), decision) in batch.lines.iter().zip(&decisions) {
+            if self.generate.is_some() {
+                self.generate_and_print(*number, line, decision)?;
+            } else if self.json {
                 let json = self.names.decision(
                     decision,
                     line.id.as_ref(),
@@ -334,6 +367,77 @@ impl<W: Write> Session<'_, W> {
         batch.lines.clear();
         batch.values.clear();
         batch.tokens.clear();
+        Ok(())
+    }
+}
+
+impl<W: Write> Session<'_, W> {
+    /// Calls the chosen model for one query and prints its answer (streamed as it arrives with
+    /// `--stream`, in text mode).
+    fn generate_and_print(
+        &mut self,
+        number: usize,
+        line: &InputLine,
+        decision: &r2_core::Decision,
+    ) -> Result<()> {
+        let g = self.generate.as_ref().expect("only called when generating");
+        let query = line.query.as_deref().unwrap_or_default();
+        let choice = &decision.choice;
+        if !self.json {
+            if self.printed > 0 {
+                writeln!(self.out)?;
+            }
+            let head = self.names.human(decision, self.candidates, false);
+            write!(self.out, "{head}{GENERATION_RULE}\nResponse:\n")?;
+            self.out.flush()?;
+        }
+        let streaming = g.stream && !self.json;
+        let generated = {
+            // Streamed text goes straight to stdout as it arrives (the writer above was flushed;
+            // stdout's lock is re-entrant, and the future runs on this thread).
+            let mut write_error = None;
+            let mut on_delta = |delta: &str| {
+                if write_error.is_none() {
+                    let mut stdout = std::io::stdout();
+                    if let Err(e) = stdout
+                        .write_all(delta.as_bytes())
+                        .and_then(|_| stdout.flush())
+                    {
+                        write_error = Some(e);
+                    }
+                }
+            };
+            let on_delta: Option<&mut (dyn FnMut(&str) + Send)> =
+                if streaming { Some(&mut on_delta) } else { None };
+            let result = g.runtime.block_on(g.r2.generate(
+                query,
+                choice.model,
+                choice.budget,
+                g.temperature,
+                on_delta,
+            ));
+            if let Some(e) = write_error {
+                return Err(e.into());
+            }
+            result
+        };
+        let generation = generated.with_context(|| {
+            format!(
+                "{}: line {number}: generating with {} (budget {})",
+                self.label,
+                self.names.model_name(choice.model),
+                choice.budget
+            )
+        })?;
+        if self.json {
+            let json = self.names.generation(decision, query, &generation);
+            writeln!(self.out, "{}", python_json(&json))?;
+        } else if streaming {
+            writeln!(self.out)?;
+        } else {
+            writeln!(self.out, "{}", generation.text)?;
+        }
+        self.out.flush()?;
         Ok(())
     }
 }

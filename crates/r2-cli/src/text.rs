@@ -6,8 +6,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use r2_checkpoints::PoolConfig;
-use r2_embed::{Embedder, VllmEmbedder, VllmOptions};
 
 /// Which embedder to use.
 #[derive(Args, Debug, Clone)]
@@ -28,61 +26,30 @@ pub struct EmbedderArgs {
     pub embed_batch_size: usize,
 }
 
-/// Builds the embedder the arguments ask for and checks it gives `pool.embedding_dim` values.
-pub async fn embedder(args: &EmbedderArgs, pool: &PoolConfig) -> Result<Box<dyn Embedder>> {
-    let embedder: Box<dyn Embedder> = if let Some(url) = &args.embed_url {
-        let options = VllmOptions {
-            dim: pool.embedding_dim,
-            batch_size: args.embed_batch_size.max(1),
-            ..VllmOptions::default()
-        };
-        Box::new(
-            VllmEmbedder::new(url, &pool.embedding_model, options)
-                .with_context(|| format!("setting up the embeddings client for {url}"))?,
-        )
-    } else {
-        local_embedder(args, pool).await?
-    };
-    if embedder.dim() != pool.embedding_dim {
-        bail!(
-            "the embedding model {} gives {}-d vectors but the router expects {}-d ones: use the \
-             embedding model the router was trained on ({})",
-            embedder.model_name(),
-            embedder.dim(),
-            pool.embedding_dim,
-            pool.embedding_model
-        );
-    }
-    Ok(embedder)
-}
+/// Where generated answers come from.
+#[derive(Args, Debug, Clone)]
+pub struct LlmArgs {
+    /// OpenAI-compatible chat API to generate the answer with the chosen model and budget, e.g.
+    /// https://openrouter.ai/api/v1 [default: route only]
+    #[arg(long, value_name = "URL")]
+    pub llm_api_base: Option<String>,
 
-#[cfg(feature = "local")]
-async fn local_embedder(args: &EmbedderArgs, pool: &PoolConfig) -> Result<Box<dyn Embedder>> {
-    use r2_embed::LocalQwen3Embedder;
-    let embedder = match &args.embedding_model_dir {
-        Some(dir) => {
-            // Loading maps and converts the weights: blocking work, kept off the async threads.
-            let owned = dir.clone();
-            tokio::task::spawn_blocking(move || LocalQwen3Embedder::from_dir(&owned))
-                .await
-                .context("the model-loading thread failed")?
-                .with_context(|| format!("loading the embedding model from {}", dir.display()))?
-        }
-        None => {
-            LocalQwen3Embedder::from_hub(&pool.embedding_model, std::io::stderr().is_terminal())
-                .await
-                .with_context(|| format!("loading the embedding model {}", pool.embedding_model))?
-        }
-    };
-    Ok(Box::new(embedder))
-}
+    /// API key for --llm-api-base [default: $OPENROUTER_API_KEY]
+    #[arg(long, value_name = "KEY")]
+    pub llm_api_key: Option<String>,
 
-#[cfg(not(feature = "local"))]
-async fn local_embedder(_: &EmbedderArgs, _: &PoolConfig) -> Result<Box<dyn Embedder>> {
-    bail!(
-        "this r2 was built without in-process embedding (cargo feature `local`): pass --embed-url \
-         to use a vLLM server"
-    )
+    /// Print the answer as it arrives (server-sent events)
+    #[arg(long, requires = "llm_api_base")]
+    pub stream: bool,
+
+    /// Sampling temperature of the answer
+    #[arg(long, default_value_t = r2_router::DEFAULT_TEMPERATURE, value_name = "T")]
+    pub temperature: f64,
+
+    /// Also route to models not marked `available` on the API (by default, with --llm-api-base,
+    /// only those are candidates)
+    #[arg(long)]
+    pub all_models: bool,
 }
 
 /// A tokio runtime for the commands that embed.

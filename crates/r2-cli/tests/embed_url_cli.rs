@@ -2,12 +2,10 @@
 //! started inside the test that serves the golden embeddings.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 
 use r2_core::estimate_input_tokens;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 fn r2() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_r2"));
@@ -53,49 +51,6 @@ fn an_unreachable_embeddings_server_says_how_to_start_one() {
     );
 }
 
-/// An OpenAI-compatible embeddings server: each input text must be one of `table`'s keys.
-fn start_embeddings_server(table: HashMap<String, Vec<f64>>) -> SocketAddr {
-    let table = Arc::new(table);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let app = axum::Router::new().route(
-                "/v1/embeddings",
-                axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-                    let table = table.clone();
-                    async move {
-                        let inputs = body["input"].as_array().cloned().unwrap_or_default();
-                        let mut data = Vec::new();
-                        for (index, text) in inputs.iter().enumerate().rev() {
-                            match table.get(text.as_str().unwrap_or_default()) {
-                                Some(e) => data.push(json!({"object": "embedding", "index": index, "embedding": e})),
-                                None => {
-                                    return (
-                                        axum::http::StatusCode::BAD_REQUEST,
-                                        axum::Json(json!({"error": {"message": format!("unknown text {text}")}})),
-                                    )
-                                }
-                            }
-                        }
-                        (
-                            axum::http::StatusCode::OK,
-                            axum::Json(json!({"object": "list", "data": data, "model": body["model"]})),
-                        )
-                    }
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
-}
-
 /// A text whose upstream input-token estimate is `tokens` (1, 13 and 100 are reachable).
 fn text_with_estimate(id: u64, tokens: u64) -> String {
     let words = (1..)
@@ -128,7 +83,7 @@ fn route_file_through_an_embeddings_server_makes_the_golden_decisions() {
             .or_default()
             .push((g.id, text));
     }
-    let addr = start_embeddings_server(table);
+    let addr = r2_fixtures::start_embeddings_server(table);
     let golden: Vec<Value> = r2_fixtures::golden_jsonl("route-expected.jsonl");
     let dir = tempfile::tempdir().unwrap();
     let mut checked = 0;
@@ -186,7 +141,7 @@ fn progress_shows_on_a_terminal_and_not_in_a_pipe() {
         .iter()
         .map(|g| (format!("query{}", g.id), g.embedding.clone()))
         .collect();
-    let addr = start_embeddings_server(table);
+    let addr = r2_fixtures::start_embeddings_server(table);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("queries.txt");
     let body: String = inputs.iter().map(|g| format!("query{}\n", g.id)).collect();

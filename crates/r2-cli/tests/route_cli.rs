@@ -427,13 +427,20 @@ fn setup_errors_say_what_to_do() {
     let err = stderr(&out);
     assert!(err.contains("cargo xtask convert-checkpoints"), "{err}");
 
+    // Nothing in ./checkpoints, nothing cached and downloads forbidden: say how to get a router.
     let out = r2()
         .current_dir(empty.path())
+        .env("XDG_CACHE_HOME", empty.path().join("cache"))
+        .env("R2_OFFLINE", "1")
         .args(["route", "--embeddings", "-"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(stderr(&out).contains("no converted router at checkpoints"));
+    let err = stderr(&out);
+    assert!(
+        err.contains("R2_OFFLINE") && err.contains("cargo xtask convert-checkpoints"),
+        "{err}"
+    );
 
     let err = stderr(&route(&["--embeddings", "-", "--lambda", "1.5"], Some("")));
     assert!(
@@ -501,4 +508,43 @@ fn the_built_in_config_equals_the_upstream_pool() {
         None,
     ));
     assert_eq!(builtin, upstream);
+}
+
+#[test]
+fn the_first_run_fetches_checks_and_caches_the_released_checkpoints() {
+    let (mirror, log) = r2_fixtures::start_file_server(r2_fixtures::upstream_dir());
+    let home = tempfile::tempdir().unwrap();
+    let run = || {
+        r2().current_dir(home.path())
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
+            .env("R2_CHECKPOINTS_URL", format!("http://{mirror}"))
+            .args(["route", "--json", "--lambda", "0.5", "--embeddings"])
+            .arg(golden_input())
+            .output()
+            .unwrap()
+    };
+    let first = stdout(&run());
+    assert_eq!(
+        log.lock().unwrap().len(),
+        34,
+        "config.json and 33 joblib files"
+    );
+    assert!(home
+        .path()
+        .join("cache/r2/checkpoints/b0b2291/router.safetensors")
+        .is_file());
+    // The same decisions as with a router converted by hand, and no download the second time.
+    let by_hand = stdout(&route(
+        &[
+            "--embeddings",
+            golden_input().to_str().unwrap(),
+            "--json",
+            "--lambda",
+            "0.5",
+        ],
+        None,
+    ));
+    assert_eq!(first, by_hand);
+    assert_eq!(stdout(&run()), first);
+    assert_eq!(log.lock().unwrap().len(), 34);
 }

@@ -144,3 +144,169 @@ pub fn golden_jsonl(name: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("golden line is JSON"))
         .collect()
 }
+
+/// An OpenAI-compatible embeddings server on 127.0.0.1 (`POST /v1/embeddings`), on its own
+/// thread for the rest of the test process: each input text must be one of `table`'s keys, whose
+/// vector it answers with (in reverse order of `index`, as a server may); other texts get a 400.
+pub fn start_embeddings_server(
+    table: std::collections::HashMap<String, Vec<f64>>,
+) -> std::net::SocketAddr {
+    let table = std::sync::Arc::new(table);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().route(
+                "/v1/embeddings",
+                axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                    let table = table.clone();
+                    async move {
+                        let inputs = body["input"].as_array().cloned().unwrap_or_default();
+                        let mut data = Vec::new();
+                        for (index, text) in inputs.iter().enumerate().rev() {
+                            match table.get(text.as_str().unwrap_or_default()) {
+                                Some(e) => data.push(serde_json::json!({"object": "embedding", "index": index, "embedding": e})),
+                                None => {
+                                    return (
+                                        axum::http::StatusCode::BAD_REQUEST,
+                                        axum::Json(serde_json::json!({"error": {"message": format!("unknown text {text}")}})),
+                                    )
+                                }
+                            }
+                        }
+                        (
+                            axum::http::StatusCode::OK,
+                            axum::Json(serde_json::json!({"object": "list", "data": data, "model": body["model"]})),
+                        )
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// A read-only HTTP file server on 127.0.0.1 for the files below `root` (`GET /<relative path>`),
+/// on its own thread for the rest of the test process; every requested path is appended to the
+/// returned log.
+pub fn start_file_server(
+    root: PathBuf,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = log.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+                let root = root.clone();
+                let record = record.clone();
+                async move {
+                    let path = uri.path().trim_start_matches('/').to_owned();
+                    record.lock().unwrap().push(path.clone());
+                    let safe = !path.split('/').any(|part| part == ".." || part.is_empty());
+                    match std::fs::read(root.join(&path)) {
+                        Ok(bytes) if safe => (axum::http::StatusCode::OK, bytes),
+                        _ => (axum::http::StatusCode::NOT_FOUND, b"Not Found".to_vec()),
+                    }
+                }
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (rx.recv().unwrap(), log)
+}
+
+/// A chat request as [`start_chat_server`] saw it.
+#[derive(Debug, Clone)]
+pub struct SeenChat {
+    pub authorization: Option<String>,
+    pub body: serde_json::Value,
+}
+
+/// How [`start_chat_server`] answers.
+#[derive(Clone, Copy)]
+pub enum ChatReply {
+    /// Answers `Answer from <model>.` with usage 12 prompt / 5 completion tokens, as JSON or as
+    /// server-sent events (when the request asks for a stream).
+    Ok,
+    /// 401 with an OpenAI-style error body.
+    Unauthorized,
+}
+
+/// An OpenAI-compatible chat-completions server on 127.0.0.1 (`POST /api/v1/chat/completions`, so
+/// the API base is `http://<addr>/api/v1`), on its own thread; it records every request.
+pub fn start_chat_server(
+    reply: ChatReply,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<SeenChat>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let handler = move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<serde_json::Value>| {
+                let record = record.clone();
+                async move {
+                    use axum::response::IntoResponse;
+                    record.lock().unwrap().push(SeenChat {
+                        authorization: headers
+                            .get("authorization")
+                            .map(|v| v.to_str().unwrap().to_owned()),
+                        body: body.clone(),
+                    });
+                    if let ChatReply::Unauthorized = reply {
+                        let error = serde_json::json!({"error": {"message": "No auth credentials found", "code": 401}});
+                        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(error)).into_response();
+                    }
+                    let text = format!("Answer from {}.", body["model"].as_str().unwrap());
+                    let usage = serde_json::json!({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17});
+                    if body["stream"] == true {
+                        let mut events = String::new();
+                        for piece in text.split_inclusive(' ') {
+                            let chunk = serde_json::json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
+                            events.push_str(&format!("data: {chunk}\n\n"));
+                        }
+                        events.push_str(": OPENROUTER PROCESSING\n\n");
+                        let last = serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+                        events.push_str(&format!("data: {last}\n\n"));
+                        events.push_str(&format!("data: {}\n\n", serde_json::json!({"choices": [], "usage": usage})));
+                        events.push_str("data: [DONE]\n\n");
+                        return ([("content-type", "text/event-stream")], events).into_response();
+                    }
+                    axum::Json(serde_json::json!({
+                        "id": "gen-1", "object": "chat.completion", "created": 0, "model": body["model"],
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                        "usage": usage,
+                    }))
+                    .into_response()
+                }
+            };
+            let app = axum::Router::new().route("/api/v1/chat/completions", axum::routing::post(handler));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (rx.recv().unwrap(), seen)
+}

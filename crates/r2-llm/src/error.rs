@@ -1,0 +1,195 @@
+use std::time::Duration;
+
+/// The result type of `r2-llm`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong when calling the LLM API.
+///
+/// Each variant says what happened, at which URL, and what to do about it. No variant ever holds
+/// the API key: text that comes from the provider (error messages, body excerpts) has any
+/// occurrence of the key replaced by `***` before it is stored here.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The API base is not a usable URL.
+    #[error(
+        "`{url}` is not a usable LLM API base URL: {reason} \
+         (expected e.g. https://openrouter.ai/api/v1)"
+    )]
+    InvalidUrl { url: String, reason: String },
+
+    /// The API key cannot be sent in an HTTP header (it holds control characters or non-ASCII).
+    #[error("the API key cannot be sent in an HTTP header: {reason}; check --llm-api-key / OPENROUTER_API_KEY")]
+    InvalidApiKey { reason: String },
+
+    /// A request that this client refuses to send (see [`LlmClient::complete_raw`](crate::LlmClient::complete_raw)).
+    #[error("invalid chat request: {reason}")]
+    InvalidRequest { reason: String },
+
+    /// The provider rejected the key (HTTP 401 or 403), or none was given and one is needed.
+    #[error(
+        "the LLM API at {url} answered HTTP {status}: {message}. {}",
+        unauthorized_hint(*key_given)
+    )]
+    Unauthorized {
+        url: String,
+        status: u16,
+        message: String,
+        /// Whether the request carried an API key.
+        key_given: bool,
+    },
+
+    /// The account has no credits left (HTTP 402).
+    #[error(
+        "the LLM API at {url} answered HTTP 402 (out of credits): {message}. \
+         Add credits to the account of the API key, or use a cheaper or free model"
+    )]
+    PaymentRequired { url: String, message: String },
+
+    /// The provider kept answering HTTP 429, or asked to wait longer than
+    /// [`LlmOptions::max_retry_after`](crate::LlmOptions::max_retry_after).
+    #[error(
+        "the LLM API at {url} is rate-limiting requests (HTTP 429, gave up after {attempts} \
+         attempt{}{}): {message}. Wait and try again later, send fewer requests at once, or \
+         raise max_retries / max_retry_after",
+        plural(*attempts),
+        wait_note(*retry_after)
+    )]
+    RateLimited {
+        url: String,
+        attempts: u32,
+        /// The wait the provider asked for in its last `Retry-After` header, if any.
+        retry_after: Option<Duration>,
+        message: String,
+    },
+
+    /// The provider kept answering HTTP 5xx.
+    #[error(
+        "the LLM API at {url} answered HTTP {status} (server error, gave up after {attempts} \
+         attempt{}{}): {message}. The provider or model is having trouble: try again later or \
+         pick another model",
+        plural(*attempts),
+        wait_note(*retry_after)
+    )]
+    Server {
+        url: String,
+        status: u16,
+        attempts: u32,
+        /// The wait the provider asked for in its last `Retry-After` header, if any.
+        retry_after: Option<Duration>,
+        message: String,
+    },
+
+    /// Any other error status (a 4xx such as 400 or 404), or an error reported inside an answer
+    /// or an event stream; `message` is the provider's own (`error.message`).
+    #[error("the LLM API at {url} answered HTTP {status}: {message}. {}", status_hint(*status))]
+    Status {
+        url: String,
+        status: u16,
+        message: String,
+    },
+
+    /// No answer (or, when streaming, no next piece of the answer) within the timeout.
+    #[error(
+        "the LLM API at {url} did not answer within {timeout:?}; the model may be slow or \
+         overloaded: raise the timeout or try again"
+    )]
+    Timeout { url: String, timeout: Duration },
+
+    /// The provider could not be reached (DNS, refused or reset connection, TLS), even after
+    /// retrying.
+    #[error(
+        "cannot reach the LLM API at {url} (gave up after {attempts} attempt{}): {reason}. \
+         Check the network and the API base URL",
+        plural(*attempts)
+    )]
+    Unreachable {
+        url: String,
+        attempts: u32,
+        reason: String,
+    },
+
+    /// The answer is not OpenAI chat-completions JSON (or SSE) of the expected shape.
+    #[error(
+        "malformed answer from the LLM API at {url}: {reason}. Is this an OpenAI-compatible \
+         chat-completions API?"
+    )]
+    Malformed { url: String, reason: String },
+
+    /// The answer has an empty `choices` list: the provider generated nothing.
+    #[error(
+        "the LLM API at {url} answered without any choice (empty `choices`); the provider \
+         generated nothing: try again or pick another model"
+    )]
+    NoChoices { url: String },
+
+    /// An event stream ended (or its connection dropped, or it stalled past the timeout) before
+    /// `data: [DONE]` and before any `finish_reason`. The text received so far is in `partial`.
+    #[error(
+        "the answer stream from {url} stopped after {received_chars} characters: {reason}. \
+         The answer is incomplete (the partial text is kept in the error); try again"
+    )]
+    StreamInterrupted {
+        url: String,
+        /// Characters (Unicode scalar values) of `partial`.
+        received_chars: usize,
+        /// The text delivered before the stream stopped.
+        partial: String,
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Whether trying the same request again later may succeed (rate limits, server errors,
+    /// timeouts, connection problems, interrupted streams).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::RateLimited { .. }
+                | Error::Server { .. }
+                | Error::Timeout { .. }
+                | Error::Unreachable { .. }
+                | Error::StreamInterrupted { .. }
+        )
+    }
+
+    /// The text received before a stream was interrupted, if this is
+    /// [`Error::StreamInterrupted`].
+    pub fn partial_text(&self) -> Option<&str> {
+        match self {
+            Error::StreamInterrupted { partial, .. } => Some(partial),
+            _ => None,
+        }
+    }
+}
+
+fn unauthorized_hint(key_given: bool) -> &'static str {
+    if key_given {
+        "The API key was rejected: check --llm-api-key / OPENROUTER_API_KEY"
+    } else {
+        "No API key was given: pass --llm-api-key or set OPENROUTER_API_KEY"
+    }
+}
+
+fn status_hint(status: u16) -> &'static str {
+    if status < 400 {
+        "The provider reported this error inside its answer: try again or pick another model"
+    } else {
+        "Check the request (model id, parameters) against the provider's documentation"
+    }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn wait_note(retry_after: Option<Duration>) -> String {
+    match retry_after {
+        Some(wait) => format!("; it asked to wait {wait:?}"),
+        None => String::new(),
+    }
+}

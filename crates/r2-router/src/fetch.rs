@@ -1,0 +1,870 @@
+//! First-run fetch of the released R2-Router checkpoints.
+//!
+//! r2 routes with upstream's weights, which are not in this repository. When no converted router
+//! is at hand, [`ensure_upstream_router`] gets one:
+//!
+//! 1. If `<cache>/<short commit>/router.safetensors` ([`cached_router_dir`]) exists and reads back
+//!    as a valid router file, it is used without any network access.
+//! 2. Otherwise, unless offline (`R2_OFFLINE=1`), upstream's `config.json` and the 33 joblib files
+//!    of the release pinned by [`UPSTREAM_COMMIT`] are downloaded from [`FetchOptions::base_url`]
+//!    (default [`DEFAULT_BASE_URL`], overridden by `R2_CHECKPOINTS_URL`) into a fresh temporary
+//!    folder next to the final one (same file system). Every file must match the sha256 pinned in
+//!    [`UPSTREAM_FILES`]; a file larger than [`MAX_FILE_BYTES`] is rejected while it streams in.
+//! 3. The files are converted with [`r2_checkpoints::read_upstream`] into
+//!    `router.safetensors` (weights bit for bit; the `source` metadata is [`ROUTER_SOURCE`], so the
+//!    file does not depend on where it was downloaded from), and upstream's `config.json` is kept
+//!    beside it as `upstream-config.json`.
+//! 4. The temporary folder is renamed to the final path in one step. Whatever fails before, the
+//!    temporary folder is removed and nothing appears at the final path. If another process
+//!    renamed its copy into place first, that copy is used. Temporary folders left by a crashed run
+//!    have unique names (`.r2-fetch-<commit>-<pid>-<n>`), are never read, and are removed once they
+//!    are an hour old.
+//!
+//! HTTP requests have a timeout per file and are retried, with backoff, after connection errors
+//! and 5xx answers; every error says which URL or file failed and what to do about it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use r2_checkpoints::{RouterFile, ROUTER_FILE};
+use sha2::{Digest, Sha256};
+
+macro_rules! upstream_commit {
+    () => {
+        "b0b2291aeee08feb4bedbd199ab014ec60d0004f"
+    };
+}
+
+/// The upstream commit whose `r2_router/` folder is fetched (UCF-ML-Research/R2-Router).
+pub const UPSTREAM_COMMIT: &str = upstream_commit!();
+
+/// The upstream repository on GitHub.
+pub const UPSTREAM_REPOSITORY: &str = "UCF-ML-Research/R2-Router";
+
+/// Upstream's `r2_router/` folder at [`UPSTREAM_COMMIT`]; files are fetched from
+/// `{base}config.json` and `{base}checkpoints/<model>_ridge_alpha10.0/<file>.joblib`.
+pub const DEFAULT_BASE_URL: &str = concat!(
+    "https://raw.githubusercontent.com/UCF-ML-Research/R2-Router/",
+    upstream_commit!(),
+    "/r2_router/"
+);
+
+/// Environment variable overriding [`DEFAULT_BASE_URL`] (a mirror of upstream's `r2_router/`).
+pub const BASE_URL_ENV: &str = "R2_CHECKPOINTS_URL";
+
+/// Environment variable that, set to `1` (or `true`, `yes`, `on`), forbids downloading.
+pub const OFFLINE_ENV: &str = "R2_OFFLINE";
+
+/// The name under which upstream's `config.json` is kept beside the cached router.
+pub const UPSTREAM_CONFIG_FILE: &str = "upstream-config.json";
+
+/// The `source` metadata of a router made by [`ensure_upstream_router`].
+pub const ROUTER_SOURCE: &str = concat!(
+    "upstream R2-Router release UCF-ML-Research/R2-Router@",
+    upstream_commit!(),
+    " (r2_router/config.json and checkpoints/, sha256-verified), converted by r2"
+);
+
+/// The largest file accepted from the server; no upstream file is larger than 70 KB.
+pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
+
+/// The default time allowed for each file, from connecting to the last byte.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default number of retries of a file after a connection error or an HTTP 5xx answer.
+pub const DEFAULT_RETRIES: u32 = 2;
+
+/// Every file of the pinned release, relative to upstream's `r2_router/` folder, with its sha256.
+///
+/// This table is the pin: a download is accepted only if every file matches it.
+pub const UPSTREAM_FILES: [(&str, &str); 34] = [
+    (
+        "config.json",
+        "37a0b0e5e59987eb7282a0b5f14f167b73454db2924d7db758bac09460ba92a8",
+    ),
+    (
+        "checkpoints/GLM-4.5-Air_ridge_alpha10.0/limited_score_predictors.joblib",
+        "e8f1612b09b2f26006fabd48ec61485efd5e08160602517f0a60a31b8354b2c7",
+    ),
+    (
+        "checkpoints/GLM-4.5-Air_ridge_alpha10.0/unlimited_score_predictor.joblib",
+        "d74e660141437077817d2225cbedd54262dd255a9df97c9723064c55d182d900",
+    ),
+    (
+        "checkpoints/GLM-4.5-Air_ridge_alpha10.0/unlimited_token_predictor.joblib",
+        "88e92ac99d2b264e5baa0a6719024221ee7d7f67f5dbd0699af040971888ff01",
+    ),
+    (
+        "checkpoints/Llama-3.1-70B-Instruct_ridge_alpha10.0/limited_score_predictors.joblib",
+        "02348c9794dcb6af03a6c360c6f93a826f927e467379ac31fa83dc0ccb9be0cc",
+    ),
+    (
+        "checkpoints/Llama-3.1-70B-Instruct_ridge_alpha10.0/unlimited_score_predictor.joblib",
+        "3f653085cd6387f2c5049f9decc7291cb519aa03bab82b274fa4feb14aa5e6a6",
+    ),
+    (
+        "checkpoints/Llama-3.1-70B-Instruct_ridge_alpha10.0/unlimited_token_predictor.joblib",
+        "b841e4d288097f33ac791d36c58aa75d793ad4c862cf3a05a549c87d94ce0006",
+    ),
+    (
+        "checkpoints/Llama-3.2-3B-Instruct_ridge_alpha10.0/limited_score_predictors.joblib",
+        "9c3d3c49cad1174e516ebb9c6f96a51c8a770b9fc4e86528ef4725d2dbc0a1c3",
+    ),
+    (
+        "checkpoints/Llama-3.2-3B-Instruct_ridge_alpha10.0/unlimited_score_predictor.joblib",
+        "d891e8d23048895569cd6382258a4eb9001e88d04d8441a29b1ce91957035e6f",
+    ),
+    (
+        "checkpoints/Llama-3.2-3B-Instruct_ridge_alpha10.0/unlimited_token_predictor.joblib",
+        "9026c84fdb17534d44477cf2d13b2908f03cd49bb2182244752d3ba9faf39697",
+    ),
+    (
+        "checkpoints/Mistral-7B-Instruct-v0.2_ridge_alpha10.0/limited_score_predictors.joblib",
+        "eed6863c38d7f862b0edcf89fa7f26216069def068de233e2299c38c67fa4e1f",
+    ),
+    (
+        "checkpoints/Mistral-7B-Instruct-v0.2_ridge_alpha10.0/unlimited_score_predictor.joblib",
+        "235bd4dcd47f48ad9b6489d2530c881759d028b232d7000a016819e7d8b0c0ec",
+    ),
+    (
+        "checkpoints/Mistral-7B-Instruct-v0.2_ridge_alpha10.0/unlimited_token_predictor.joblib",
+        "fbe3998a10c334d422133d7e4908d4175ec8f5d8a8db1ce0d0d934fb08952653",
+    ),
+    (
+        "checkpoints/Qwen2.5-Math-1.5B-Instruct_ridge_alpha10.0/limited_score_predictors.joblib",
+        "7cdc71846e22ddb3429f3b5efe5110a1433a6e87c3d7509df8146a36c2307025",
+    ),
+    (
+        "checkpoints/Qwen2.5-Math-1.5B-Instruct_ridge_alpha10.0/unlimited_score_predictor.joblib",
+        "94579dbe068350b29acf662ad5e98dfcb87d12fb974bc5ca5e9482226cd52316",
+    ),
+    (
+        "checkpoints/Qwen2.5-Math-1.5B-Instruct_ridge_alpha10.0/unlimited_token_predictor.joblib",
+        "a038b1644e75bb847846102e445de01ea41c599cabd37ffa4f07ba7da052e803",
+    ),
+    (
+        "checkpoints/Qwen2.5-Math-7B-Instruct_ridge_alpha10.0/limited_score_predictors.joblib",
+        "7e314e1c3862a91ce40631052639f52a80a38f7f9862b54744c622fa2c4c34d1",
+    ),
+    (
+        "checkpoints/Qwen2.5-Math-7B-Instruct_ridge_alpha10.0/unlimited_score_predictor.joblib",
+        "7bd4e92fd3c29c9a1323244e2df898098f971d022112cb2ac366c4742d8dc609",
+    ),
+    (
+        "checkpoints/Qwen2.5-Math-7B-Instruct_ridge_alpha10.0/unlimited_token_predictor.joblib",
+        "1604d4c4c0fc53586bd22ed3263375a9edb36ea3ec848c75a64a5704b95e702d",
+    ),
+    (
+        "checkpoints/Qwen3-0.6B_ridge_alpha10.0/limited_score_predictors.joblib",
+        "9bbccea8cb7f6286b08b2b53efdbff98f4cb4a1d06661e351c043fc11009cb89",
+    ),
+    (
+        "checkpoints/Qwen3-0.6B_ridge_alpha10.0/unlimited_score_predictor.joblib",
+        "b5da297c02ef5ff57cdfa451fa425896d94fbf1c0a0cd234db67886116d443a8",
+    ),
+    (
+        "checkpoints/Qwen3-0.6B_ridge_alpha10.0/unlimited_token_predictor.joblib",
+        "0b5b22c22fc9aeed7e2f1f3f339bd628ed33a57825d572464b863a0d0e517943",
+    ),
+    (
+        "checkpoints/Qwen3-235B-A22B-Instruct-2507_ridge_alpha10.0/limited_score_predictors.joblib",
+        "00b2d4d67ec429ed084d98517fffab44ef2a41922283a612a36a300ab8f6ed6e",
+    ),
+    (
+        "checkpoints/Qwen3-235B-A22B-Instruct-2507_ridge_alpha10.0/unlimited_score_predictor.joblib",
+        "69a9393b3a21f4aa042c87da08c23ade30e5f1a11d09f70fd9796c335368714c",
+    ),
+    (
+        "checkpoints/Qwen3-235B-A22B-Instruct-2507_ridge_alpha10.0/unlimited_token_predictor.joblib",
+        "55d2e0ef836e8d95c7eed91ec8dd9712fe857753ed462b6da62b9eb0dce97ab6",
+    ),
+    (
+        "checkpoints/gemma-3-1b-it_ridge_alpha10.0/limited_score_predictors.joblib",
+        "f0182d628a4d80c95d4687d910ca3fe12e122ef4e08a4e610c415ce5afec6b4b",
+    ),
+    (
+        "checkpoints/gemma-3-1b-it_ridge_alpha10.0/unlimited_score_predictor.joblib",
+        "0708d960c863461c642203fc7e56dc58d1c0501dd266e7a166b3f8e57edbebed",
+    ),
+    (
+        "checkpoints/gemma-3-1b-it_ridge_alpha10.0/unlimited_token_predictor.joblib",
+        "1d9eb4373dcb45e6b64d39d8c8014640dac303fad75028a3969a3e73583badb2",
+    ),
+    (
+        "checkpoints/gemma-3-270m-it_ridge_alpha10.0/limited_score_predictors.joblib",
+        "68b16878eff8ab8d9af4213b5a7acf8f29fa796b2e0e29d058f14d9a55eba94d",
+    ),
+    (
+        "checkpoints/gemma-3-270m-it_ridge_alpha10.0/unlimited_score_predictor.joblib",
+        "a650f41356e600d0ff6a7366b53ddc215f1db4648d087ce5b99e67a5bce2fc68",
+    ),
+    (
+        "checkpoints/gemma-3-270m-it_ridge_alpha10.0/unlimited_token_predictor.joblib",
+        "b1d3ba4c2e8f1cff2f2e44fb4dff5226a7652673feeaad61fe88d2d0ff276e20",
+    ),
+    (
+        "checkpoints/gemma-3-4b-it_ridge_alpha10.0/limited_score_predictors.joblib",
+        "0d2e83d73c369c1f0bc710929ba14cf711be1bafaf5ceba2a28429a7795a415c",
+    ),
+    (
+        "checkpoints/gemma-3-4b-it_ridge_alpha10.0/unlimited_score_predictor.joblib",
+        "ed31584aad62ccfceefad0c6620a07ffdf4e6a1033e3cd13b4cb7ea24f6059ff",
+    ),
+    (
+        "checkpoints/gemma-3-4b-it_ridge_alpha10.0/unlimited_token_predictor.joblib",
+        "19eaedb88b22fa6968fba650533be379b6a80443707d2176b34970cd44981aa6",
+    ),
+];
+
+const TEMP_PREFIX: &str = ".r2-fetch-";
+/// A temporary folder this old belongs to a crashed run (a live fetch takes seconds to minutes).
+const STALE_AFTER: Duration = Duration::from_secs(3600);
+const CONCURRENT_DOWNLOADS: usize = 8;
+const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+const CONVERT_BY_HAND: &str =
+    "`cargo xtask convert-checkpoints --from <upstream r2_router folder> \
+                               --out DIR` and pass --checkpoints DIR";
+
+/// What can go wrong while fetching the released checkpoints. Each error says what failed, where
+/// (URL, file or folder) and what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No user cache folder could be determined (no `HOME`).
+    #[error(
+        "cannot find the user's cache folder for the R2-Router checkpoints (is HOME set?): set \
+         HOME or XDG_CACHE_HOME, or convert the checkpoints by hand with {CONVERT_BY_HAND}"
+    )]
+    NoCacheDir,
+
+    /// `R2_OFFLINE` is set and nothing is cached.
+    #[error(
+        "{OFFLINE_ENV} is set and no converted R2-Router checkpoints are cached in {}: run r2 \
+         once with network access and without {OFFLINE_ENV} to download them, or convert them \
+         by hand with {CONVERT_BY_HAND}",
+        dir.display()
+    )]
+    Offline { dir: PathBuf },
+
+    /// The base URL is not an http(s) URL that file paths can be appended to.
+    #[error(
+        "`{url}` is not a usable base URL for the R2-Router checkpoints ({reason}): set \
+         {BASE_URL_ENV} to the http(s) URL of a copy of upstream's r2_router/ folder, e.g. \
+         {DEFAULT_BASE_URL}"
+    )]
+    InvalidBaseUrl { url: String, reason: String },
+
+    /// The server answered 404 for a file of the release.
+    #[error(
+        "{url} answered HTTP 404 (not found): the R2-Router release may have moved; set \
+         {BASE_URL_ENV} to a copy of upstream's r2_router/ folder at commit {UPSTREAM_COMMIT}, \
+         or convert the checkpoints by hand with {CONVERT_BY_HAND}"
+    )]
+    NotFound { url: String },
+
+    /// The server answered another error status (5xx ones after every retry).
+    #[error(
+        "{url} answered HTTP {status} (attempt {attempts}): try again later, or set \
+         {BASE_URL_ENV} to another copy of upstream's r2_router/ folder, or convert the \
+         checkpoints by hand with {CONVERT_BY_HAND}"
+    )]
+    Status {
+        url: String,
+        status: u16,
+        attempts: u32,
+    },
+
+    /// The server could not be reached or the connection broke (after every retry).
+    #[error(
+        "cannot download {url} ({reason}; attempt {attempts}): check the network and \
+         {BASE_URL_ENV}, or convert the checkpoints by hand with {CONVERT_BY_HAND}"
+    )]
+    Unreachable {
+        url: String,
+        reason: String,
+        attempts: u32,
+    },
+
+    /// A file took longer than the timeout.
+    #[error(
+        "downloading {url} took longer than {}s: check the network, or set {BASE_URL_ENV} to a \
+         closer copy of upstream's r2_router/ folder",
+        timeout.as_secs_f64()
+    )]
+    Timeout { url: String, timeout: Duration },
+
+    /// A file is larger than [`MAX_FILE_BYTES`].
+    #[error(
+        "{url} is larger than {limit} bytes, which no R2-Router checkpoint file is: check that \
+         {BASE_URL_ENV} points at upstream's r2_router/ folder"
+    )]
+    TooLarge { url: String, limit: u64 },
+
+    /// A file does not match its pinned sha256; nothing was cached.
+    #[error(
+        "{file} (from {url}) has sha256 {actual}, expected {expected}: the download is damaged \
+         or the server holds other files than release {UPSTREAM_COMMIT}; nothing was cached. Run \
+         again, point {BASE_URL_ENV} at a faithful copy, or convert by hand with {CONVERT_BY_HAND}"
+    )]
+    HashMismatch {
+        file: String,
+        url: String,
+        expected: String,
+        actual: String,
+    },
+
+    /// The verified files could not be converted (a bug, or a disk problem).
+    #[error(
+        "converting the downloaded R2-Router checkpoints failed: {source}; nothing was cached \
+         (convert by hand with {CONVERT_BY_HAND})"
+    )]
+    Convert {
+        #[source]
+        source: r2_checkpoints::Error,
+    },
+
+    /// A file or folder of the cache could not be created, written or moved.
+    #[error("{}: {action}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl FetchError {
+    fn io(path: &Path, action: &'static str, source: std::io::Error) -> Self {
+        FetchError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    }
+}
+
+/// Where to fetch from, where to cache, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// A copy of upstream's `r2_router/` folder at [`UPSTREAM_COMMIT`]; a missing trailing `/` is
+    /// tolerated. Default: `$R2_CHECKPOINTS_URL`, else [`DEFAULT_BASE_URL`].
+    pub base_url: String,
+    /// The folder holding one sub-folder per pinned release (see [`cached_router_dir`]). Default:
+    /// `<user cache>/r2/checkpoints`, e.g. `~/.cache/r2/checkpoints` on Linux.
+    pub cache_dir: PathBuf,
+    /// Show a running counter on stderr while downloading, and where the router was cached.
+    /// Callers pass `std::io::stderr().is_terminal()`. Default: off.
+    pub progress: bool,
+    /// Time allowed for each file (default [`DEFAULT_TIMEOUT`]). Timeouts are not retried.
+    pub timeout: Duration,
+    /// Retries of a file after a connection error or an HTTP 5xx answer (default
+    /// [`DEFAULT_RETRIES`]).
+    pub retries: u32,
+    /// Never download; only a cached router is used. Default: whether `$R2_OFFLINE` is set.
+    pub offline: bool,
+}
+
+impl FetchOptions {
+    /// Options caching in `cache_dir` and fetching from [`DEFAULT_BASE_URL`], ignoring the
+    /// environment: no progress, the default timeout and retries, online.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            cache_dir: cache_dir.into(),
+            progress: false,
+            timeout: DEFAULT_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            offline: false,
+        }
+    }
+
+    /// The default options: `$R2_CHECKPOINTS_URL` (else [`DEFAULT_BASE_URL`]),
+    /// `<user cache>/r2/checkpoints`, and `$R2_OFFLINE`. Fails if there is no user cache folder.
+    pub fn from_env() -> Result<Self, FetchError> {
+        Self::from_vars(|key| std::env::var(key).ok(), dirs::cache_dir())
+    }
+
+    fn from_vars(
+        var: impl Fn(&str) -> Option<String>,
+        user_cache: Option<PathBuf>,
+    ) -> Result<Self, FetchError> {
+        let cache = user_cache.ok_or(FetchError::NoCacheDir)?;
+        let mut options = Self::new(cache.join("r2").join("checkpoints"));
+        if let Some(url) = var(BASE_URL_ENV).filter(|u| !u.trim().is_empty()) {
+            options.base_url = url.trim().to_owned();
+        }
+        options.offline = var(OFFLINE_ENV).is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        });
+        Ok(options)
+    }
+}
+
+/// Where the pinned release is (or would be) cached: `<cache_dir>/<short commit>`, e.g.
+/// `~/.cache/r2/checkpoints/b0b2291`. It holds `router.safetensors` and `upstream-config.json`.
+pub fn cached_router_dir(options: &FetchOptions) -> PathBuf {
+    options.cache_dir.join(short_commit())
+}
+
+/// The folder holding `router.safetensors` for the pinned release: the cached one, or freshly
+/// fetched, verified, converted and cached.
+///
+/// A cached router that reads back as a valid router file is returned without any network
+/// access. See the [module documentation](self) for the steps and guarantees.
+pub async fn ensure_upstream_router(options: &FetchOptions) -> Result<PathBuf, FetchError> {
+    let target = cached_router_dir(options);
+    if is_loadable(&target) {
+        return Ok(target);
+    }
+    if options.offline {
+        return Err(FetchError::Offline { dir: target });
+    }
+    let base = base_url(&options.base_url)?;
+    std::fs::create_dir_all(&options.cache_dir).map_err(|e| {
+        FetchError::io(
+            &options.cache_dir,
+            "cannot create the cache folder for the R2-Router checkpoints",
+            e,
+        )
+    })?;
+    remove_stale_temps(&options.cache_dir);
+
+    let temp = TempDir::create(&options.cache_dir)?;
+    let mut progress = Progress::new(options.progress);
+    download_all(&base, &temp.path.join("upstream"), options, &mut progress).await?;
+    convert(&temp.path)?;
+    install(temp, &target)?;
+    progress.finish_line();
+    if options.progress {
+        eprintln!(
+            "cached the R2-Router checkpoints ({UPSTREAM_REPOSITORY}@{}) in {}",
+            short_commit(),
+            target.display()
+        );
+    }
+    Ok(target)
+}
+
+fn short_commit() -> &'static str {
+    &UPSTREAM_COMMIT[..7]
+}
+
+fn is_loadable(dir: &Path) -> bool {
+    RouterFile::read(&dir.join(ROUTER_FILE)).is_ok()
+}
+
+/// Checks a base URL and returns it with exactly one trailing `/`.
+fn base_url(raw: &str) -> Result<String, FetchError> {
+    let invalid = |reason: &str| FetchError::InvalidBaseUrl {
+        url: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = reqwest::Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("only http and https URLs are supported"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("file paths cannot follow a query or fragment"));
+    }
+    Ok(format!("{}/", url.as_str().trim_end_matches('/')))
+}
+
+/// Downloads and verifies every file of [`UPSTREAM_FILES`] into `dir`, keeping their relative
+/// paths.
+async fn download_all(
+    base: &str,
+    dir: &Path,
+    options: &FetchOptions,
+    progress: &mut Progress,
+) -> Result<(), FetchError> {
+    let client = reqwest::Client::builder()
+        .timeout(options.timeout)
+        .user_agent(concat!("r2/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| FetchError::Unreachable {
+            url: base.to_owned(),
+            reason: format!("cannot set up the HTTP client: {}", error_chain(&e)),
+            attempts: 0,
+        })?;
+    progress.update();
+    let mut downloads = stream::iter(UPSTREAM_FILES)
+        .map(|(file, sha256)| fetch_file(&client, base, file, sha256, dir, options))
+        .buffer_unordered(CONCURRENT_DOWNLOADS);
+    while let Some(size) = downloads.next().await {
+        progress.files += 1;
+        progress.bytes += size?;
+        progress.update();
+    }
+    Ok(())
+}
+
+/// Downloads one file, checks its sha256 and writes it to `dir/file`; returns its size.
+async fn fetch_file(
+    client: &reqwest::Client,
+    base: &str,
+    file: &str,
+    expected: &str,
+    dir: &Path,
+    options: &FetchOptions,
+) -> Result<u64, FetchError> {
+    let url = format!("{base}{file}");
+    let bytes = download(client, &url, options).await?;
+    let actual: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if actual != expected {
+        return Err(FetchError::HashMismatch {
+            file: file.to_owned(),
+            url,
+            expected: expected.to_owned(),
+            actual,
+        });
+    }
+    let path = dir.join(file);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| FetchError::io(parent, "cannot create a temporary folder", e))?;
+    }
+    std::fs::write(&path, &bytes)
+        .map_err(|e| FetchError::io(&path, "cannot write a downloaded file", e))?;
+    Ok(bytes.len() as u64)
+}
+
+/// How one attempt at a download failed.
+enum Failure {
+    Retryable(FetchError),
+    Final(FetchError),
+}
+
+/// GETs `url`, retrying connection errors and 5xx answers with exponential backoff.
+async fn download(
+    client: &reqwest::Client,
+    url: &str,
+    options: &FetchOptions,
+) -> Result<Vec<u8>, FetchError> {
+    let mut backoff = INITIAL_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match get_once(client, url, options.timeout, attempt).await {
+            Ok(bytes) => return Ok(bytes),
+            Err(Failure::Retryable(_)) if attempt <= options.retries => {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                attempt += 1;
+            }
+            Err(Failure::Retryable(e) | Failure::Final(e)) => return Err(e),
+        }
+    }
+}
+
+async fn get_once(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    attempt: u32,
+) -> Result<Vec<u8>, Failure> {
+    let transport = |e: reqwest::Error| {
+        if e.is_timeout() {
+            Failure::Final(FetchError::Timeout {
+                url: url.to_owned(),
+                timeout,
+            })
+        } else {
+            Failure::Retryable(FetchError::Unreachable {
+                url: url.to_owned(),
+                reason: error_chain(&e),
+                attempts: attempt,
+            })
+        }
+    };
+    let mut response = client.get(url).send().await.map_err(transport)?;
+    let status = response.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Err(Failure::Final(FetchError::NotFound {
+            url: url.to_owned(),
+        }));
+    }
+    if !status.is_success() {
+        let error = FetchError::Status {
+            url: url.to_owned(),
+            status: status.as_u16(),
+            attempts: attempt,
+        };
+        return Err(if status.is_server_error() {
+            Failure::Retryable(error)
+        } else {
+            Failure::Final(error)
+        });
+    }
+    let too_large = || {
+        Failure::Final(FetchError::TooLarge {
+            url: url.to_owned(),
+            limit: MAX_FILE_BYTES,
+        })
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_FILE_BYTES)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if (body.len() + chunk.len()) as u64 > MAX_FILE_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Converts `temp/upstream/` into `temp/router.safetensors`, keeps upstream's config as
+/// `temp/upstream-config.json` and removes the rest.
+fn convert(temp: &Path) -> Result<(), FetchError> {
+    let upstream = temp.join("upstream");
+    let convert_error = |source| FetchError::Convert { source };
+    let mut router = r2_checkpoints::read_upstream(&upstream).map_err(convert_error)?;
+    router.source = Some(ROUTER_SOURCE.to_owned());
+    let path = temp.join(ROUTER_FILE);
+    router.write(&path).map_err(convert_error)?;
+    if RouterFile::read(&path).map_err(convert_error)? != router {
+        return Err(convert_error(r2_checkpoints::Error::Safetensors {
+            path,
+            message: "the file read back differs from what was written".to_owned(),
+        }));
+    }
+    let config = temp.join(UPSTREAM_CONFIG_FILE);
+    std::fs::rename(upstream.join("config.json"), &config)
+        .map_err(|e| FetchError::io(&config, "cannot keep upstream's config.json", e))?;
+    std::fs::remove_dir_all(&upstream)
+        .map_err(|e| FetchError::io(&upstream, "cannot remove the downloaded files", e))
+}
+
+/// Renames the finished temporary folder to `target`. If `target` already holds a loadable
+/// router (another process was faster), that one is kept; if it holds something broken, that is
+/// replaced.
+fn install(temp: TempDir, target: &Path) -> Result<(), FetchError> {
+    let first = match std::fs::rename(&temp.path, target) {
+        Ok(()) => return temp.keep(),
+        Err(_) if is_loadable(target) => return Ok(()),
+        Err(e) => e,
+    };
+    if std::fs::symlink_metadata(target).is_err() {
+        return Err(FetchError::io(
+            target,
+            "cannot move the converted router into place",
+            first,
+        ));
+    }
+    let parent = target.parent().unwrap_or(Path::new("."));
+    let trash = TempDir::create(parent)?;
+    std::fs::rename(target, trash.path.join("broken")).map_err(|e| {
+        FetchError::io(
+            target,
+            "this cached router is broken and cannot be moved away; delete the folder",
+            e,
+        )
+    })?;
+    match std::fs::rename(&temp.path, target) {
+        Ok(()) => temp.keep(),
+        Err(_) if is_loadable(target) => Ok(()),
+        Err(e) => Err(FetchError::io(
+            target,
+            "cannot move the converted router into place",
+            e,
+        )),
+    }
+}
+
+/// Removes temporary folders of crashed runs: only our own names, and only old ones, so the
+/// folder of a fetch running in another process is left alone.
+fn remove_stale_temps(cache_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+            && entry.metadata().is_ok_and(|m| {
+                m.is_dir()
+                    && m.modified()
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > STALE_AFTER)
+            });
+        if stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A temporary folder removed on drop (every error path, and a cancelled future) unless kept.
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempDir {
+    /// Creates `<parent>/.r2-fetch-<commit>-<pid>-<n>`, skipping names left by a crashed run.
+    fn create(parent: &Path) -> Result<Self, FetchError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let path = parent.join(format!(
+                "{TEMP_PREFIX}{}-{}-{n}",
+                short_commit(),
+                std::process::id()
+            ));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(Self { path, keep: false }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(FetchError::io(
+                        &path,
+                        "cannot create a temporary folder in the cache",
+                        e,
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The folder was renamed into place: nothing to remove.
+    fn keep(mut self) -> Result<(), FetchError> {
+        self.keep = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// The running counter on stderr; ends its line when dropped, so an error starts on a new line.
+struct Progress {
+    enabled: bool,
+    files: usize,
+    bytes: u64,
+    line_open: bool,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            files: 0,
+            bytes: 0,
+            line_open: false,
+        }
+    }
+
+    fn update(&mut self) {
+        if self.enabled {
+            eprint!(
+                "\rfetching R2-Router checkpoints: {}/{} files, {:.1} MB",
+                self.files,
+                UPSTREAM_FILES.len(),
+                self.bytes as f64 / 1e6
+            );
+            self.line_open = true;
+        }
+    }
+
+    fn finish_line(&mut self) {
+        if self.line_open {
+            eprintln!();
+            self.line_open = false;
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish_line();
+    }
+}
+
+/// An error and its sources, joined with ": " (reqwest keeps the cause in the source chain).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_base_url_is_the_pinned_commit() {
+        assert!(DEFAULT_BASE_URL.contains(UPSTREAM_COMMIT));
+        assert!(DEFAULT_BASE_URL.ends_with("/r2_router/"));
+        assert_eq!(short_commit(), "b0b2291");
+    }
+
+    #[test]
+    fn base_url_gets_one_trailing_slash() {
+        assert_eq!(base_url("http://h/x").unwrap(), "http://h/x/");
+        assert_eq!(base_url("http://h/x/").unwrap(), "http://h/x/");
+        assert_eq!(base_url(" http://h ").unwrap(), "http://h/");
+        for bad in ["ftp://h/x", "h/x", "http://h/x?y=1", ""] {
+            assert!(
+                matches!(base_url(bad), Err(FetchError::InvalidBaseUrl { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn options_from_the_environment() {
+        let none = FetchOptions::from_vars(|_| None, Some("/c".into())).unwrap();
+        assert_eq!(none.base_url, DEFAULT_BASE_URL);
+        assert_eq!(none.cache_dir, Path::new("/c/r2/checkpoints"));
+        assert!(!none.offline && !none.progress);
+        assert_eq!(none.timeout, DEFAULT_TIMEOUT);
+
+        let set = FetchOptions::from_vars(
+            |key| match key {
+                BASE_URL_ENV => Some("http://mirror/r2_router".into()),
+                OFFLINE_ENV => Some("1".into()),
+                _ => None,
+            },
+            Some("/c".into()),
+        )
+        .unwrap();
+        assert_eq!(set.base_url, "http://mirror/r2_router");
+        assert!(set.offline);
+        assert_eq!(
+            cached_router_dir(&set),
+            Path::new("/c/r2/checkpoints/b0b2291")
+        );
+
+        let off = FetchOptions::from_vars(
+            |key| (key == OFFLINE_ENV).then(|| "0".into()),
+            Some("/c".into()),
+        )
+        .unwrap();
+        assert!(!off.offline);
+        assert!(matches!(
+            FetchOptions::from_vars(|_| None, None),
+            Err(FetchError::NoCacheDir)
+        ));
+    }
+}
