@@ -3,7 +3,8 @@
 
 use std::io::{self, Write};
 
-use r2_core::{round_like_python, Budget, Decision, RouteOption, Router};
+use r2_core::Decision;
+use r2_router::report::Report;
 use serde::Serialize;
 
 /// A float as Python's `repr` prints it: the shortest digits that read back to the same value,
@@ -78,153 +79,33 @@ pub fn python_json<T: Serialize>(value: &T) -> String {
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-/// An option with upstream's keys and rounding.
-#[derive(Serialize)]
-pub struct OptionJson<'a> {
-    pub model: &'a str,
-    pub openrouter_id: &'a str,
-    pub budget: Budget,
-    pub predicted_quality: f64,
-    pub predicted_output_tokens: serde_json::Value,
-    pub predicted_cost_usd: f64,
-    pub risk: f64,
-}
-
-/// A decision with upstream's keys and rounding; `id` and `query` are echoed from the input.
-#[derive(Serialize)]
-pub struct DecisionJson<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<&'a serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub query: Option<&'a str>,
-    pub model: &'a str,
-    pub openrouter_id: &'a str,
-    pub budget: Budget,
-    pub predicted_quality: f64,
-    pub predicted_cost_usd: f64,
-    pub risk: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub all_options: Option<Vec<OptionJson<'a>>>,
-}
-
 /// The line upstream's route.py prints between the decision and the response: 40 dashes.
 pub const GENERATION_RULE: &str = "----------------------------------------";
 
-/// Upstream's answer object, plus the USD cost of the call.
-#[derive(Serialize)]
-pub struct GenerationJson<'a> {
-    pub query: &'a str,
-    pub model: &'a str,
-    pub openrouter_id: &'a str,
-    pub budget: Budget,
-    pub predicted_quality: f64,
-    pub risk: f64,
-    pub response: &'a str,
-    pub usage: r2_llm::Usage,
-    pub cost_usd: f64,
-}
-
-/// Names and OpenRouter ids of the router's models, in the router's order.
-pub struct Names<'a> {
-    pub router: &'a Router,
-    pub openrouter_ids: Vec<&'a str>,
-}
-
-impl<'a> Names<'a> {
-    fn model(&self, index: usize) -> &'a str {
-        &self.router.models()[index].name
-    }
-
-    /// The name of model `index`.
-    pub fn model_name(&self, index: usize) -> &'a str {
-        self.model(index)
-    }
-
-    /// upstream's `route_and_generate` output object, with the cost of the call added.
-    pub fn generation(
-        &self,
-        d: &Decision,
-        query: &'a str,
-        g: &'a r2_router::Generation,
-    ) -> GenerationJson<'a> {
-        let c = self.option(&d.choice);
-        GenerationJson {
-            query,
-            model: c.model,
-            openrouter_id: c.openrouter_id,
-            budget: c.budget,
-            predicted_quality: c.predicted_quality,
-            risk: c.risk,
-            response: &g.text,
-            usage: g.usage,
-            cost_usd: g.cost_usd,
+/// upstream route.py's text: candidates, the selected LLM and budget, and with `verbose` every
+/// option ranked by risk.
+pub fn human(report: &Report, d: &Decision, candidates: &[&str], verbose: bool) -> String {
+    let mut out = format!(
+        "Candidate LLMs: {}\nSelected LLM: {}\nSelected budget: {}\n",
+        candidates.join(", "),
+        report.model_name(d.choice.model),
+        d.choice.budget
+    );
+    if verbose {
+        out.push_str("\nAll options:\n");
+        for o in &d.ranked {
+            let o = report.option(o);
+            out.push_str(&format!(
+                "- {} @ {}: quality={}, cost=${}, risk={}\n",
+                o.model,
+                o.budget,
+                py_float(o.predicted_quality),
+                py_float(o.predicted_cost_usd),
+                py_float(o.risk)
+            ));
         }
     }
-
-    /// Upstream's view of an option, rounded as upstream rounds it.
-    pub fn option(&self, o: &RouteOption) -> OptionJson<'a> {
-        let output_tokens = match o.budget {
-            Budget::Tokens(n) => serde_json::Value::from(n),
-            Budget::Unlimited => serde_json::Value::from(round_like_python(o.output_tokens, 1)),
-        };
-        OptionJson {
-            model: self.model(o.model),
-            openrouter_id: self.openrouter_ids[o.model],
-            budget: o.budget,
-            predicted_quality: round_like_python(o.quality, 4),
-            predicted_output_tokens: output_tokens,
-            predicted_cost_usd: round_like_python(o.cost, 8),
-            risk: round_like_python(o.risk, 8),
-        }
-    }
-
-    /// Upstream's decision object; `all_options` only when `verbose`.
-    pub fn decision(
-        &self,
-        d: &Decision,
-        id: Option<&'a serde_json::Value>,
-        query: Option<&'a str>,
-        verbose: bool,
-    ) -> DecisionJson<'a> {
-        let c = self.option(&d.choice);
-        DecisionJson {
-            id,
-            query,
-            model: c.model,
-            openrouter_id: c.openrouter_id,
-            budget: c.budget,
-            predicted_quality: c.predicted_quality,
-            predicted_cost_usd: c.predicted_cost_usd,
-            risk: c.risk,
-            all_options: verbose.then(|| d.ranked.iter().map(|o| self.option(o)).collect()),
-        }
-    }
-
-    /// upstream route.py's text: candidates, the selected LLM and budget, and with `verbose` every
-    /// option ranked by risk.
-    pub fn human(&self, d: &Decision, candidates: &[&str], verbose: bool) -> String {
-        let mut out = format!(
-            "Candidate LLMs: {}\nSelected LLM: {}\nSelected budget: {}\n",
-            candidates.join(", "),
-            self.model(d.choice.model),
-            d.choice.budget
-        );
-        if verbose {
-            out.push_str("\nAll options:\n");
-            for o in &d.ranked {
-                let o = self.option(o);
-                out.push_str(&format!(
-                    "- {} @ {}: quality={}, cost=${}, risk={}\n",
-                    o.model,
-                    o.budget,
-                    py_float(o.predicted_quality),
-                    py_float(o.predicted_cost_usd),
-                    py_float(o.risk)
-                ));
-            }
-        }
-        out
-    }
+    out
 }
 
 #[cfg(test)]

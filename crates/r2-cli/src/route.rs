@@ -9,9 +9,10 @@ use r2_core::{RouteParams, Router};
 use r2_router::R2Router;
 use serde::Deserialize;
 
-use crate::output::{python_json, Names, GENERATION_RULE};
+use crate::output::{human, python_json, GENERATION_RULE};
 use crate::text::{self, EmbedderArgs, LlmArgs, Progress, Queries};
 use crate::{load, RouterArgs};
+use r2_router::report::Report;
 
 /// Lines routed together: one matrix product, one flush of the output.
 const BATCH: usize = 1024;
@@ -114,19 +115,7 @@ pub fn run(args: RouteArgs) -> Result<()> {
             .unwrap_or(1)
     });
 
-    let names = Names {
-        router,
-        openrouter_ids: router
-            .models()
-            .iter()
-            .map(|m| {
-                r2.pool()
-                    .model(&m.name)
-                    .map(|p| p.openrouter_id.as_str())
-                    .unwrap_or(&m.name)
-            })
-            .collect(),
-    };
+    let names = r2.report();
     let candidates: Vec<&str> = router
         .models()
         .iter()
@@ -314,7 +303,7 @@ struct Session<'a, W: Write> {
     router: &'a Router,
     params: &'a RouteParams,
     threads: usize,
-    names: &'a Names<'a>,
+    names: &'a Report<'a>,
     candidates: &'a [&'a str],
     json: bool,
     verbose: bool,
@@ -358,7 +347,7 @@ impl<W: Write> Session<'_, W> {
                 if self.printed > 0 {
                     writeln!(self.out)?;
                 }
-                let text = self.names.human(decision, self.candidates, self.verbose);
+                let text = human(self.names, decision, self.candidates, self.verbose);
                 write!(self.out, "{text}")?;
             }
             self.printed += 1;
@@ -387,7 +376,7 @@ impl<W: Write> Session<'_, W> {
             if self.printed > 0 {
                 writeln!(self.out)?;
             }
-            let head = self.names.human(decision, self.candidates, false);
+            let head = human(self.names, decision, self.candidates, false);
             write!(self.out, "{head}{GENERATION_RULE}\nResponse:\n")?;
             self.out.flush()?;
         }

@@ -31,6 +31,7 @@
 //! ```
 
 pub mod fetch;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 
@@ -229,6 +230,22 @@ impl R2Router {
     /// Whether a chat API is configured (so [`R2Router::generate`] can run).
     pub fn can_generate(&self) -> bool {
         self.llm.is_some()
+    }
+
+    /// Decisions and answers in upstream's JSON shape, with this pool's names and ids.
+    pub fn report(&self) -> report::Report<'_> {
+        let ids = self
+            .router
+            .models()
+            .iter()
+            .map(|m| {
+                self.pool
+                    .model(&m.name)
+                    .map(|p| p.openrouter_id.as_str())
+                    .unwrap_or(&m.name)
+            })
+            .collect();
+        report::Report::new(&self.router, ids)
     }
 
     /// The name of the router's model `index`.
