@@ -15,6 +15,13 @@ tasks:
   convert-checkpoints --from DIR --out DIR
       Convert the upstream R2-Router release (DIR holds config.json and checkpoints/) into
       DIR/router.safetensors, the router file r2 loads. Weights are copied bit for bit.
+  gen-data --out DIR [--queries N] [--first-query I] [--models M] [--dim D] [--budgets B1,B2,...] [--seed S]
+           [--test-fraction F] [--score-samples N] [--inline-embeddings]
+      Generate synthetic training/evaluation data with known structure (r2_train::synth):
+      DIR/records.jsonl, DIR/embeddings.jsonl and DIR/pool.json. Defaults: 1000 queries, the
+      11 synthetic models, 64-d, the 15 upstream budgets, seed 42, 20% test queries. The seed
+      fixes the world (directions, model affinities) and every query; --first-query I makes
+      queries qI, qI+1, ... of the same world (e.g. a separate evaluation set).
 ";
 
 fn main() -> ExitCode {
@@ -30,6 +37,7 @@ fn main() -> ExitCode {
 fn run(args: Vec<String>) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("convert-checkpoints") => convert_checkpoints(&args[1..]),
+        Some("gen-data") => gen_data(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -69,6 +77,64 @@ fn convert_checkpoints(args: &[String]) -> Result<()> {
         heads,
         router.dim,
         router.budgets,
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn gen_data(args: &[String]) -> Result<()> {
+    let mut config = r2_train::synth::SynthConfig::default();
+    let mut out = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || {
+            it.next()
+                .map(String::as_str)
+                .with_context(|| format!("{arg} needs a value"))
+        };
+        match arg.as_str() {
+            "--out" => out = Some(PathBuf::from(value()?)),
+            "--queries" => config.queries = value()?.parse().context("--queries")?,
+            "--first-query" => config.first_query = value()?.parse().context("--first-query")?,
+            "--models" => config.models = value()?.parse().context("--models")?,
+            "--dim" => config.dim = value()?.parse().context("--dim")?,
+            "--seed" => config.seed = value()?.parse().context("--seed")?,
+            "--test-fraction" => {
+                config.test_fraction = value()?.parse().context("--test-fraction")?
+            }
+            "--budgets" => {
+                config.budgets = value()?
+                    .split(',')
+                    .map(|b| b.trim().parse::<u32>())
+                    .collect::<Result<_, _>>()
+                    .context("--budgets")?
+            }
+            "--inline-embeddings" => config.inline_embeddings = true,
+            "--score-samples" => {
+                config.score_samples = value()?.parse().context("--score-samples")?
+            }
+            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
+        }
+    }
+    let Some(out) = out else {
+        bail!("gen-data needs --out DIR\n\n{USAGE}");
+    };
+    let started = std::time::Instant::now();
+    let files = r2_train::synth::write(&config, &out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "wrote {} records ({} queries × {} models × {} budgets) to {}{}, pool {}, in {:.1?}",
+        files.record_count,
+        config.queries,
+        config.models,
+        config.budgets.len() + 1,
+        files.records.display(),
+        files
+            .embeddings
+            .as_ref()
+            .map(|e| format!(", embeddings {}", e.display()))
+            .unwrap_or_default(),
+        files.pool.display(),
         started.elapsed()
     );
     Ok(())

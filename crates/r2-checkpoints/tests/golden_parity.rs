@@ -221,3 +221,23 @@ fn converted_weights_are_bit_identical_to_the_joblib_values() {
         }
     }
 }
+
+#[test]
+fn json_numbers_are_read_correctly_rounded_like_python() {
+    // serde_json's default float parser is off by an ulp on about a tenth of these values; the
+    // workspace enables `float_roundtrip`, and this checks every golden value against the
+    // standard library's correctly rounded parser.
+    let text =
+        std::fs::read_to_string(r2_fixtures::golden_dir().join("route-input.jsonl")).unwrap();
+    let mut checked = 0;
+    for (line, input) in text.lines().zip(r2_fixtures::golden_inputs()) {
+        let start = line.find("\"embedding\": [").unwrap() + "\"embedding\": [".len();
+        let end = start + line[start..].find(']').unwrap();
+        for (raw, parsed) in line[start..end].split(',').zip(&input.embedding) {
+            let exact: f64 = raw.trim().parse().unwrap();
+            assert_eq!(exact.to_bits(), parsed.to_bits(), "{raw}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 40 * 1024);
+}

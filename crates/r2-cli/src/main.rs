@@ -4,10 +4,13 @@
 //! input and prints output; routing is `r2-core` and checkpoint formats are `r2-checkpoints`.
 
 mod embed;
+mod eval;
 mod load;
 mod output;
 mod route;
+mod serve;
 mod text;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +36,13 @@ enum Command {
     Route(Box<route::RouteArgs>),
     /// Embed queries: JSONL of {"query", "embedding"}, usable as `r2 route --embeddings` input.
     Embed(embed::EmbedArgs),
+    /// Train a router for a model pool from scored answers (JSONL), closed-form Ridge heads.
+    Train(Box<train::TrainArgs>),
+    /// Evaluate a router on scored test data: deferral curves, AUDC, QNC, peak quality.
+    Eval(Box<eval::EvalArgs>),
+    /// Serve an OpenAI-compatible routing gateway: POST /v1/chat/completions with model
+    /// "r2-router", POST /v1/route, GET /v1/models, /healthz, /metrics.
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Where the router and the model pool come from.
@@ -56,6 +66,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Route(args) => route::run(*args),
         Command::Embed(args) => embed::run(args),
+        Command::Train(args) => train::run(*args),
+        Command::Eval(args) => eval::run(*args),
+        Command::Serve(args) => serve::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -70,6 +70,12 @@ pub struct RouteArgs {
     /// Threads for routing large inputs [default: all cores]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+
+    /// Continuous budgets: also consider K budgets evenly spaced between each pair of adjacent
+    /// trained budgets, their quality interpolated linearly between the two (0 = trained budgets
+    /// only)
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    interpolate: u32,
 }
 
 /// One line of the embeddings file.
@@ -129,6 +135,7 @@ pub fn run(args: RouteArgs) -> Result<()> {
         router,
         params: &params,
         threads,
+        interpolate: args.interpolate,
         names: &names,
         candidates: &candidates,
         json: args.json,
@@ -303,6 +310,7 @@ struct Session<'a, W: Write> {
     router: &'a Router,
     params: &'a RouteParams,
     threads: usize,
+    interpolate: u32,
     names: &'a Report<'a>,
     candidates: &'a [&'a str],
     json: bool,
@@ -325,13 +333,28 @@ impl<W: Write> Session<'_, W> {
         } else {
             1
         };
-        let decisions = self
-            .router
-            .route_batch_parallel(&batch.values, &batch.tokens, self.params, threads)
-            .map_err(|e| match query_of(&e) {
-                Some(q) => anyhow!("{}: line {}: {e}", self.label, batch.lines[q].0),
-                None => anyhow!(e),
-            })?;
+        let decisions = if self.interpolate > 0 {
+            // The exact path with the interpolated budgets, one query at a time.
+            let dim = self.router.dim();
+            batch
+                .values
+                .chunks_exact(dim)
+                .zip(&batch.tokens)
+                .enumerate()
+                .map(|(q, (x, &t))| {
+                    self.router
+                        .route_interpolated(x, t, self.params, self.interpolate)
+                        .map_err(|e| anyhow!("{}: line {}: {e}", self.label, batch.lines[q].0))
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            self.router
+                .route_batch_parallel(&batch.values, &batch.tokens, self.params, threads)
+                .map_err(|e| match query_of(&e) {
+                    Some(q) => anyhow!("{}: line {}: {e}", self.label, batch.lines[q].0),
+                    None => anyhow!(e),
+                })?
+        };
         for ((number, line), decision) in batch.lines.iter().zip(&decisions) {
             if self.generate.is_some() {
                 self.generate_and_print(*number, line, decision)?;

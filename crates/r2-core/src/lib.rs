@@ -53,7 +53,8 @@ mod router;
 pub use budget::Budget;
 pub use error::{Error, Result};
 pub use router::{
-    Decision, HeadKind, ModelHeads, ModelInfo, ModelMask, RouteOption, RouteParams, Router,
+    BudgetGrid, BudgetPoint, Decision, HeadKind, ModelHeads, ModelInfo, ModelMask, RouteOption,
+    RouteParams, Router,
 };
 
 /// The token budgets of the released R2-Router checkpoints, ascending.

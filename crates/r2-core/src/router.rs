@@ -3,6 +3,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{kernel, Budget, Error, Result};
 
+mod grid;
+pub use grid::{BudgetGrid, BudgetPoint};
+
 /// Queries screened together in one float32 matrix product on the batch path.
 const SCREEN_BLOCK: usize = 2048;
 

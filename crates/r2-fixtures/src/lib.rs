@@ -246,12 +246,41 @@ pub enum ChatReply {
     Ok,
     /// 401 with an OpenAI-style error body.
     Unauthorized,
+    /// This status with an OpenAI-style error body whose message echoes the request's
+    /// `Authorization` header, as a careless provider might (so tests can check it is redacted).
+    Status(u16),
+}
+
+/// What [`start_chat_server_with`] does besides answering; the default is what
+/// [`start_chat_server`] does.
+#[derive(Clone, Default)]
+pub struct ChatServerOptions {
+    /// Wait this long before answering each request (a slow provider).
+    pub delay: std::time::Duration,
+    /// For streamed answers: after the first piece of text, wait until the gate is opened
+    /// (`notify_one`) before sending the rest, so a test can see the first piece arrive while the
+    /// provider has not finished.
+    pub gate: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// Stream chunks carry `id`, `object`, `created` and `model` as OpenAI's do (by default they
+    /// hold `choices` only).
+    pub openai_chunks: bool,
 }
 
 /// An OpenAI-compatible chat-completions server on 127.0.0.1 (`POST /api/v1/chat/completions`, so
 /// the API base is `http://<addr>/api/v1`), on its own thread; it records every request.
 pub fn start_chat_server(
     reply: ChatReply,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<SeenChat>>>,
+) {
+    start_chat_server_with(reply, ChatServerOptions::default())
+}
+
+/// [`start_chat_server`] with a delay, a gate in streamed answers, or OpenAI-shaped chunks.
+pub fn start_chat_server_with(
+    reply: ChatReply,
+    options: ChatServerOptions,
 ) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::Mutex<Vec<SeenChat>>>,
@@ -267,32 +296,78 @@ pub fn start_chat_server(
         runtime.block_on(async move {
             let handler = move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<serde_json::Value>| {
                 let record = record.clone();
+                let options = options.clone();
                 async move {
                     use axum::response::IntoResponse;
+                    let authorization = headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_owned());
                     record.lock().unwrap().push(SeenChat {
-                        authorization: headers
-                            .get("authorization")
-                            .map(|v| v.to_str().unwrap().to_owned()),
+                        authorization: authorization.clone(),
                         body: body.clone(),
                     });
-                    if let ChatReply::Unauthorized = reply {
-                        let error = serde_json::json!({"error": {"message": "No auth credentials found", "code": 401}});
-                        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(error)).into_response();
+                    tokio::time::sleep(options.delay).await;
+                    match reply {
+                        ChatReply::Ok => {}
+                        ChatReply::Unauthorized => {
+                            let error = serde_json::json!({"error": {"message": "No auth credentials found", "code": 401}});
+                            return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(error)).into_response();
+                        }
+                        ChatReply::Status(status) => {
+                            let message = format!(
+                                "the provider failed (request had authorization {})",
+                                authorization.unwrap_or_default()
+                            );
+                            let error = serde_json::json!({"error": {"message": message, "code": status}});
+                            let status = axum::http::StatusCode::from_u16(status).unwrap();
+                            return (status, axum::Json(error)).into_response();
+                        }
                     }
                     let text = format!("Answer from {}.", body["model"].as_str().unwrap());
                     let usage = serde_json::json!({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17});
                     if body["stream"] == true {
-                        let mut events = String::new();
+                        let chunk = |mut chunk: serde_json::Value| {
+                            if options.openai_chunks {
+                                let mut full = serde_json::json!({
+                                    "id": "gen-1", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+                                });
+                                full.as_object_mut().unwrap().append(chunk.as_object_mut().unwrap());
+                                chunk = full;
+                            }
+                            format!("data: {chunk}\n\n")
+                        };
+                        let mut events = Vec::new();
                         for piece in text.split_inclusive(' ') {
-                            let chunk = serde_json::json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
-                            events.push_str(&format!("data: {chunk}\n\n"));
+                            events.push(chunk(serde_json::json!({"choices": [{"index": 0, "delta": {"content": piece}}]})));
                         }
-                        events.push_str(": OPENROUTER PROCESSING\n\n");
-                        let last = serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
-                        events.push_str(&format!("data: {last}\n\n"));
-                        events.push_str(&format!("data: {}\n\n", serde_json::json!({"choices": [], "usage": usage})));
-                        events.push_str("data: [DONE]\n\n");
-                        return ([("content-type", "text/event-stream")], events).into_response();
+                        let mut rest = String::from(": OPENROUTER PROCESSING\n\n");
+                        rest.push_str(&chunk(serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})));
+                        rest.push_str(&chunk(serde_json::json!({"choices": [], "usage": usage})));
+                        rest.push_str("data: [DONE]\n\n");
+                        let Some(gate) = options.gate else {
+                            events.push(rest);
+                            return ([("content-type", "text/event-stream")], events.concat()).into_response();
+                        };
+                        // The first piece now, the rest once the gate opens.
+                        let first = events.remove(0);
+                        events.push(rest);
+                        let (send, receive) = tokio::sync::mpsc::channel::<String>(4);
+                        tokio::spawn(async move {
+                            if send.send(first).await.is_err() {
+                                return;
+                            }
+                            gate.notified().await;
+                            let _ = send.send(events.concat()).await;
+                        });
+                        let body = futures_util::stream::unfold(receive, |mut receive| async move {
+                            let piece = receive.recv().await?;
+                            Some((Ok::<_, std::convert::Infallible>(piece), receive))
+                        });
+                        return (
+                            [("content-type", "text/event-stream")],
+                            axum::body::Body::from_stream(body),
+                        )
+                            .into_response();
                     }
                     axum::Json(serde_json::json!({
                         "id": "gen-1", "object": "chat.completion", "created": 0, "model": body["model"],

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::header::{self, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -131,6 +132,40 @@ struct Choice {
 struct ChoiceMessage {
     #[serde(default)]
     content: Option<String>,
+}
+
+/// The provider's streamed answer to [`LlmClient::complete_raw_stream`]: its content type and its
+/// body as the chunks arrive (`Stream<Item = Result<Bytes>>`), undecoded.
+pub struct RawStream {
+    content_type: Option<String>,
+    chunks: futures_util::stream::BoxStream<'static, Result<Bytes>>,
+}
+
+impl RawStream {
+    /// The `Content-Type` the provider answered with (`text/event-stream` for a stream; a provider
+    /// that ignores `"stream": true` answers `application/json` in one piece).
+    pub fn content_type(&self) -> Option<&str> {
+        self.content_type.as_deref()
+    }
+}
+
+impl fmt::Debug for RawStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawStream")
+            .field("content_type", &self.content_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl futures_util::Stream for RawStream {
+    type Item = Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.chunks.as_mut().poll_next(cx)
+    }
 }
 
 /// Why one attempt failed, and whether trying again may help.
@@ -303,6 +338,80 @@ impl LlmClient {
             self.pause_or_give_up(failure, attempt).await?;
             attempt += 1;
         }
+    }
+
+    /// Forwards a raw OpenAI chat-completions body with `"stream": true` as it is and returns the
+    /// provider's answer as it arrives, chunk by chunk, without decoding it (for a gateway that
+    /// passes server-sent events through).
+    ///
+    /// The request is retried like [`LlmClient::complete`] (HTTP 429, 5xx, connection errors)
+    /// until the provider answers with a success status; from then on nothing is retried. The wait
+    /// for the answer's headers and then each wait for the next chunk are bounded by
+    /// [`LlmOptions::timeout`]. The stream yields [`Error::Timeout`] when no chunk arrives in time
+    /// before any byte was received, and [`Error::RawStreamInterrupted`] when the connection fails
+    /// or stalls after some bytes; it ends after an error. Errors reported by the provider inside
+    /// the stream are passed through as they are. Bodies without `"stream": true` are refused
+    /// before anything is sent, with [`Error::InvalidRequest`].
+    pub async fn complete_raw_stream(&self, body: &Value) -> Result<RawStream> {
+        if body.get("stream").and_then(Value::as_bool) != Some(true) {
+            return Err(Error::InvalidRequest {
+                reason: "complete_raw_stream needs `\"stream\": true`; use complete_raw".to_owned(),
+            });
+        }
+        let mut attempt = 1;
+        loop {
+            let failure = match self.open_raw_stream(body).await {
+                Ok(stream) => return Ok(stream),
+                Err(failure) => failure,
+            };
+            self.pause_or_give_up(failure, attempt).await?;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt of [`LlmClient::complete_raw_stream`]: the request, up to a success status.
+    async fn open_raw_stream(&self, body: &Value) -> std::result::Result<RawStream, Failure> {
+        let timeout = self.options.timeout;
+        let response = match tokio::time::timeout(timeout, self.post(body).send()).await {
+            Err(_) => return Err(Failure::Final(self.timeout_error())),
+            Ok(Err(e)) => return Err(self.transport_failure(&e)),
+            Ok(Ok(response)) => response,
+        };
+        let response = self.check_status(response).await?;
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let client = self.clone();
+        let chunks =
+            futures_util::stream::unfold(Some((response.bytes_stream(), 0usize)), move |state| {
+                let client = client.clone();
+                async move {
+                    let (mut body, received) = state?;
+                    let timeout = client.options.timeout;
+                    match tokio::time::timeout(timeout, body.next()).await {
+                        Err(_) if received == 0 => Some((Err(client.timeout_error()), None)),
+                        Err(_) => {
+                            let reason = format!("no data for {timeout:?} (the timeout)");
+                            Some((Err(client.raw_interrupted(received, reason)), None))
+                        }
+                        Ok(None) => None,
+                        Ok(Some(Err(e))) => {
+                            let reason = format!("the connection failed: {}", error_chain(&e));
+                            Some((Err(client.raw_interrupted(received, reason)), None))
+                        }
+                        Ok(Some(Ok(chunk))) => {
+                            let received = received + chunk.len();
+                            Some((Ok(chunk), Some((body, received))))
+                        }
+                    }
+                }
+            });
+        Ok(RawStream {
+            content_type,
+            chunks: Box::pin(chunks),
+        })
     }
 
     /// After attempt number `attempt` (1 for the first) failed: waits before the next attempt, or
@@ -636,6 +745,14 @@ impl LlmClient {
         Error::Timeout {
             url: self.url.clone(),
             timeout: self.options.timeout,
+        }
+    }
+
+    fn raw_interrupted(&self, received_bytes: usize, reason: String) -> Error {
+        Error::RawStreamInterrupted {
+            url: self.url.clone(),
+            received_bytes,
+            reason: self.redact(reason),
         }
     }
 

@@ -137,6 +137,19 @@ pub enum Error {
         partial: String,
         reason: String,
     },
+
+    /// A raw stream ([`LlmClient::complete_raw_stream`](crate::LlmClient::complete_raw_stream))
+    /// whose connection failed, or that stalled past the timeout, after `received_bytes` bytes
+    /// had been passed on.
+    #[error(
+        "the raw answer stream from {url} stopped after {received_bytes} bytes: {reason}. \
+         The answer is incomplete; try again"
+    )]
+    RawStreamInterrupted {
+        url: String,
+        received_bytes: usize,
+        reason: String,
+    },
 }
 
 impl Error {
@@ -150,6 +163,7 @@ impl Error {
                 | Error::Timeout { .. }
                 | Error::Unreachable { .. }
                 | Error::StreamInterrupted { .. }
+                | Error::RawStreamInterrupted { .. }
         )
     }
 

@@ -8,7 +8,10 @@
 //! only. [`LlmClient::complete`] returns the answer at once; [`LlmClient::complete_streaming`]
 //! hands each piece of text to a callback as it arrives (server-sent events). Both retry HTTP 429,
 //! 5xx and connection errors with jittered exponential backoff, honour `Retry-After`, and fail
-//! with a typed [`Error`] that says what happened, where, and what to do. The API key
+//! with a typed [`Error`] that says what happened, where, and what to do. For a gateway,
+//! [`LlmClient::complete_raw`] forwards a client's own JSON body and returns the provider's JSON
+//! answer, and [`LlmClient::complete_raw_stream`] returns a streamed answer's bytes as they arrive
+//! ([`RawStream`]), undecoded. The API key
 //! ([`ApiKey`]) never appears in `Debug`, `Display` or any error.
 //!
 //! ```no_run
@@ -51,7 +54,7 @@ mod retry;
 mod sse;
 mod types;
 
-pub use client::{LlmClient, LlmOptions, OPENROUTER_API_BASE};
+pub use client::{LlmClient, LlmOptions, RawStream, OPENROUTER_API_BASE};
 pub use error::{Error, Result};
 pub use key::{ApiKey, API_KEY_ENV};
 pub use types::{
@@ -76,5 +79,6 @@ mod tests {
         let mut on_delta = |_: &str| {};
         is_send(&client.complete_streaming(&request, &mut on_delta));
         is_send(&client.complete_raw(&serde_json::Value::Null));
+        is_send(&client.complete_raw_stream(&serde_json::Value::Null));
     }
 }

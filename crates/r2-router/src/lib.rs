@@ -232,6 +232,16 @@ impl R2Router {
         self.llm.is_some()
     }
 
+    /// The chat client, when a chat API is configured (a gateway forwards requests with it).
+    pub fn llm(&self) -> Option<&LlmClient> {
+        self.llm.as_ref()
+    }
+
+    /// λ from the options or the config (the default of [`R2Router::default_params`]).
+    pub fn lambda(&self) -> f64 {
+        self.lambda
+    }
+
     /// Decisions and answers in upstream's JSON shape, with this pool's names and ids.
     pub fn report(&self) -> report::Report<'_> {
         let ids = self

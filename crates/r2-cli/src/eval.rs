@@ -1,0 +1,126 @@
+//! `r2 eval`: deferral curves, AUDC, QNC and peak quality of a router on scored test data.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use r2_train::{data, EvalOptions, LoadOptions, SplitFilter};
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Evaluation data, the format of `r2 train --data` (the "split": "test" queries are used, or
+    /// every query when there are none)
+    #[arg(long, value_name = "FILE")]
+    data: PathBuf,
+
+    /// Folder with the router to evaluate (router.safetensors)
+    #[arg(long, alias = "checkpoint-dir", value_name = "DIR")]
+    checkpoints: PathBuf,
+
+    /// Model pool config (names and prices) [default: $R2_CONFIG, else the built-in config/r2.json]
+    #[arg(long, alias = "pool", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// λ values to route with, comma-separated, each in [0, 1] [default: a grid of
+    /// --lambda-points values spanning the whole cost range]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "L1,L2",
+        conflicts_with = "lambda_points"
+    )]
+    lambdas: Vec<f64>,
+
+    /// Size of the default λ grid: 0, 1 and log-spaced trade-offs in between
+    #[arg(long, default_value_t = r2_train::eval::DEFAULT_LAMBDA_POINTS, value_name = "N")]
+    lambda_points: usize,
+
+    /// Also evaluate the router with K budgets interpolated between each pair of adjacent
+    /// anchor budgets (predicted and true labels interpolated linearly)
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    interpolate: u32,
+
+    /// JSONL of query embeddings, for records without an inline "embedding"
+    #[arg(long, value_name = "FILE")]
+    embeddings: Option<PathBuf>,
+
+    /// Which queries to evaluate on
+    #[arg(long, value_enum, default_value_t = SplitArg::Auto)]
+    split: SplitArg,
+
+    /// Print the report as JSON (points, curves and numbers of every router)
+    #[arg(long)]
+    json: bool,
+
+    /// Also draw the deferral curves into this SVG file
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+
+    /// Threads [default: all cores]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SplitArg {
+    /// The "test" queries, or every query when no record has "split": "test"
+    Auto,
+    Test,
+    Train,
+    All,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let pool = r2_router::load_pool(args.config.as_deref()).context("loading the pool config")?;
+    let router = r2_checkpoints::load_router(&args.checkpoints, &pool)?;
+    let models: Vec<String> = router.models().iter().map(|m| m.name.clone()).collect();
+    let pool_label = pool.source.display().to_string();
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let data = data::load(
+        &args.data,
+        &LoadOptions {
+            models: &models,
+            models_source: &pool_label,
+            budgets: Some(router.budgets()),
+            split: match args.split {
+                SplitArg::Auto => SplitFilter::TestOrAll,
+                SplitArg::Test => SplitFilter::Test,
+                SplitArg::Train => SplitFilter::Train,
+                SplitArg::All => SplitFilter::All,
+            },
+            embeddings: args.embeddings.as_deref(),
+            dim: Some(router.dim()),
+        },
+    )?;
+    let report = r2_train::evaluate(
+        &router,
+        &data,
+        &EvalOptions {
+            lambdas: (!args.lambdas.is_empty()).then(|| args.lambdas.clone()),
+            lambda_points: args.lambda_points,
+            interpolate: args.interpolate,
+            threads,
+        },
+    )?;
+    if let Some(path) = &args.plot {
+        r2_train::plot::plot_svg(&report, path).map_err(anyhow::Error::msg)?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report.to_text())?;
+        if let Some(path) = &args.plot {
+            writeln!(out, "plot: {}", path.display())?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! `r2 serve` as a process: `--port 0` prints the real address, the keys never show on stderr,
+//! and SIGTERM stops it cleanly. The endpoints themselves are tested in-process in r2-serve.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const PROVIDER_KEY: &str = "sk-or-test-SERVE-SECRET-9191";
+const CLIENT_KEY: &str = "client-SERVE-SECRET-5151";
+
+/// Starts `r2 serve` on port 0 with a provider that fails with HTTP 500 (echoing the key it was
+/// sent) and the golden embeddings; returns the process, its address and its stderr lines.
+fn start() -> (Child, SocketAddr, mpsc::Receiver<String>) {
+    let (chat, _) = r2_fixtures::start_chat_server(r2_fixtures::ChatReply::Status(500));
+    let table: HashMap<String, Vec<f64>> = r2_fixtures::golden_inputs()
+        .into_iter()
+        .map(|g| (format!("query{}", g.id), g.embedding))
+        .collect();
+    let embed = r2_fixtures::start_embeddings_server(table);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_r2"))
+        .env_remove("R2_CHECKPOINTS")
+        .env_remove("R2_CONFIG")
+        .env_remove("OPENROUTER_API_KEY")
+        .env("R2_SERVER_API_KEY", CLIENT_KEY)
+        .arg("serve")
+        .arg("--checkpoints")
+        .arg(r2_fixtures::converted_router_dir())
+        .arg("--config")
+        .arg(r2_fixtures::upstream_dir().join("config.json"))
+        .args(["--embed-url", &format!("http://{embed}")])
+        .args(["--llm-api-base", &format!("http://{chat}/api/v1")])
+        .args(["--llm-api-key", PROVIDER_KEY])
+        .args(["--port", "0", "--provider-retries", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("r2 serve printed nothing");
+    let address = line
+        .strip_prefix("r2 serve: listening on http://")
+        .and_then(|rest| rest.split_once(' '))
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .0
+        .parse()
+        .unwrap();
+    assert!(line.contains("client auth on"), "{line}");
+    check_no_key(&line);
+    (child, address, rx)
+}
+
+fn check_no_key(text: &str) {
+    assert!(!text.contains("SERVE-SECRET"), "a key leaked: {text}");
+}
+
+/// One HTTP/1.1 request; returns the status and the whole response.
+fn http(address: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {response}"));
+    (status, response)
+}
+
+fn get(address: SocketAddr, path: &str, key: Option<&str>) -> (u16, String) {
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    http(
+        address,
+        &format!("GET {path} HTTP/1.1\r\nHost: r2\r\n{auth}Connection: close\r\n\r\n"),
+    )
+}
+
+fn post(address: SocketAddr, path: &str, body: &str, key: &str) -> (u16, String) {
+    http(
+        address,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: r2\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn serve_on_port_zero_answers_keeps_keys_out_of_its_log_and_stops_on_sigterm() {
+    let (mut child, address, stderr) = start();
+    assert_eq!(address.ip().to_string(), "127.0.0.1");
+    assert_ne!(address.port(), 0);
+
+    assert_eq!(get(address, "/healthz", None).0, 200);
+    assert_eq!(get(address, "/v1/models", None).0, 401);
+    let (status, models) = get(address, "/v1/models", Some(CLIENT_KEY));
+    assert_eq!(status, 200);
+    assert!(models.contains("\"r2-router\""), "{models}");
+    let (status, route) = post(address, "/v1/route", r#"{"query": "query3"}"#, CLIENT_KEY);
+    assert_eq!(status, 200);
+    assert!(route.contains("\"openrouter_id\""), "{route}");
+    // The provider fails and echoes the key it was sent; neither the client nor the log sees it.
+    let chat = r#"{"model": "r2-router", "messages": [{"role": "user", "content": "query3"}]}"#;
+    let (status, answer) = post(address, "/v1/chat/completions", chat, CLIENT_KEY);
+    assert_eq!(status, 502);
+    check_no_key(&answer);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let log: Vec<String> = stderr.iter().collect();
+    let log = log.join("\n");
+    check_no_key(&log);
+    assert!(log.contains("r2 serve: 502"), "{log}");
+    assert!(log.contains("r2 serve: stopped"), "{log}");
+}
