@@ -505,25 +505,39 @@ impl Router {
         let heads = self.exact_heads(x);
         let per_model = self.budgets.len() + 2;
         let b = self.budgets.len();
+        let options = (0..self.models.len())
+            .filter(|&m| self.is_candidate(checked, m))
+            .flat_map(|m| {
+                let h = &heads[m * per_model..(m + 1) * per_model];
+                (0..=b)
+                    .map(move |k| self.option(m, k, h[k], h[b + 1], input_tokens, checked.lambda))
+            });
+        self.select(query, options, checked)
+    }
+
+    /// The decision among `options` (in pool order): the cost cap applied, the first maximum of
+    /// risk chosen, and the ranking made when asked for.
+    fn select(
+        &self,
+        query: usize,
+        options: impl Iterator<Item = RouteOption>,
+        checked: &Checked,
+    ) -> Result<Decision> {
         let mut best: Option<RouteOption> = None;
         let mut cheapest: Option<RouteOption> = None;
         let mut ranked = Vec::new();
-        for m in (0..self.models.len()).filter(|&m| self.is_candidate(checked, m)) {
-            let h = &heads[m * per_model..(m + 1) * per_model];
-            for k in 0..=b {
-                let option = self.option(m, k, h[k], h[b + 1], input_tokens, checked.lambda);
-                if cheapest.is_none_or(|c| option.cost < c.cost) {
-                    cheapest = Some(option);
-                }
-                if checked.max_cost.is_some_and(|max| option.cost > max) {
-                    continue;
-                }
-                if best.is_none_or(|best| option.risk > best.risk) {
-                    best = Some(option);
-                }
-                if checked.ranked {
-                    ranked.push(option);
-                }
+        for option in options {
+            if cheapest.is_none_or(|c| option.cost < c.cost) {
+                cheapest = Some(option);
+            }
+            if checked.max_cost.is_some_and(|max| option.cost > max) {
+                continue;
+            }
+            if best.is_none_or(|best| option.risk > best.risk) {
+                best = Some(option);
+            }
+            if checked.ranked {
+                ranked.push(option);
             }
         }
         let Some(choice) = best else {

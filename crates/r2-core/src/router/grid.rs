@@ -208,43 +208,18 @@ impl Router {
     ) -> Result<Decision> {
         let per_model = self.budgets.len() + 2;
         let b = self.budgets.len();
-        let mut best: Option<RouteOption> = None;
-        let mut cheapest: Option<RouteOption> = None;
-        let mut ranked = Vec::new();
-        for m in (0..self.models.len()).filter(|&m| self.is_candidate(checked, m)) {
-            let h = &heads[m * per_model..(m + 1) * per_model];
-            let limited = grid
-                .points
-                .iter()
-                .map(|p| self.grid_option(m, p, h, input_tokens, checked.lambda));
-            let unlimited = self.option(m, b, h[b], h[b + 1], input_tokens, checked.lambda);
-            for option in limited.chain(std::iter::once(unlimited)) {
-                if cheapest.is_none_or(|c| option.cost < c.cost) {
-                    cheapest = Some(option);
-                }
-                if checked.max_cost.is_some_and(|max| option.cost > max) {
-                    continue;
-                }
-                if best.is_none_or(|best| option.risk > best.risk) {
-                    best = Some(option);
-                }
-                if checked.ranked {
-                    ranked.push(option);
-                }
-            }
-        }
-        let Some(choice) = best else {
-            let cheapest = cheapest.expect("at least one candidate option");
-            return Err(Error::NothingWithinMaxCost {
-                query,
-                max_cost: checked.max_cost.unwrap_or(f64::INFINITY),
-                cheapest_model: self.models[cheapest.model].name.clone(),
-                cheapest_budget: cheapest.budget,
-                cheapest_cost: cheapest.cost,
+        let options = (0..self.models.len())
+            .filter(|&m| self.is_candidate(checked, m))
+            .flat_map(|m| {
+                let h = &heads[m * per_model..(m + 1) * per_model];
+                let limited = grid
+                    .points
+                    .iter()
+                    .map(move |p| self.grid_option(m, p, h, input_tokens, checked.lambda));
+                let unlimited = self.option(m, b, h[b], h[b + 1], input_tokens, checked.lambda);
+                limited.chain(std::iter::once(unlimited))
             });
-        };
-        ranked.sort_by(|a, b| b.risk.total_cmp(&a.risk));
-        Ok(Decision { choice, ranked })
+        self.select(query, options, checked)
     }
 }
 
