@@ -152,44 +152,32 @@ pub fn start_embeddings_server(
     table: std::collections::HashMap<String, Vec<f64>>,
 ) -> std::net::SocketAddr {
     let table = std::sync::Arc::new(table);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let app = axum::Router::new().route(
-                "/v1/embeddings",
-                axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
-                    let table = table.clone();
-                    async move {
-                        let inputs = body["input"].as_array().cloned().unwrap_or_default();
-                        let mut data = Vec::new();
-                        for (index, text) in inputs.iter().enumerate().rev() {
-                            match table.get(text.as_str().unwrap_or_default()) {
-                                Some(e) => data.push(serde_json::json!({"object": "embedding", "index": index, "embedding": e})),
-                                None => {
-                                    return (
-                                        axum::http::StatusCode::BAD_REQUEST,
-                                        axum::Json(serde_json::json!({"error": {"message": format!("unknown text {text}")}})),
-                                    )
-                                }
-                            }
+    let app = axum::Router::new().route(
+        "/v1/embeddings",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let table = table.clone();
+            async move {
+                let inputs = body["input"].as_array().cloned().unwrap_or_default();
+                let mut data = Vec::new();
+                for (index, text) in inputs.iter().enumerate().rev() {
+                    match table.get(text.as_str().unwrap_or_default()) {
+                        Some(e) => data.push(serde_json::json!({"object": "embedding", "index": index, "embedding": e})),
+                        None => {
+                            return (
+                                axum::http::StatusCode::BAD_REQUEST,
+                                axum::Json(serde_json::json!({"error": {"message": format!("unknown text {text}")}})),
+                            )
                         }
-                        (
-                            axum::http::StatusCode::OK,
-                            axum::Json(serde_json::json!({"object": "list", "data": data, "model": body["model"]})),
-                        )
                     }
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
+                }
+                (
+                    axum::http::StatusCode::OK,
+                    axum::Json(serde_json::json!({"object": "list", "data": data, "model": body["model"]})),
+                )
+            }
+        }),
+    );
+    spawn_server(app)
 }
 
 /// A read-only HTTP file server on 127.0.0.1 for the files below `root` (`GET /<relative path>`),
@@ -203,32 +191,21 @@ pub fn start_file_server(
 ) {
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let record = log.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-                let root = root.clone();
-                let record = record.clone();
-                async move {
-                    let path = uri.path().trim_start_matches('/').to_owned();
-                    record.lock().unwrap().push(path.clone());
-                    let safe = !path.split('/').any(|part| part == ".." || part.is_empty());
-                    match std::fs::read(root.join(&path)) {
-                        Ok(bytes) if safe => (axum::http::StatusCode::OK, bytes),
-                        _ => (axum::http::StatusCode::NOT_FOUND, b"Not Found".to_vec()),
-                    }
-                }
-            });
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let root = root.clone();
+        let record = record.clone();
+        async move {
+            let path = uri.path().trim_start_matches('/').to_owned();
+            record.lock().unwrap().push(path.clone());
+            let safe = !path.split('/').any(|part| part == ".." || part.is_empty());
+            match std::fs::read(root.join(&path)) {
+                Ok(bytes) if safe => (axum::http::StatusCode::OK, bytes),
+                _ => (axum::http::StatusCode::NOT_FOUND, b"Not Found".to_vec()),
+            }
+        }
     });
-    (rx.recv().unwrap(), log)
+    let addr = spawn_server(app);
+    (addr, log)
 }
 
 /// A chat request as [`start_chat_server`] saw it.
@@ -287,101 +264,120 @@ pub fn start_chat_server_with(
 ) {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let record = seen.clone();
+    let handler = move |headers: axum::http::HeaderMap,
+                        axum::Json(body): axum::Json<serde_json::Value>| {
+        let record = record.clone();
+        let options = options.clone();
+        async move {
+            use axum::response::IntoResponse;
+            let authorization = headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned());
+            record.lock().unwrap().push(SeenChat {
+                authorization: authorization.clone(),
+                body: body.clone(),
+            });
+            tokio::time::sleep(options.delay).await;
+            match reply {
+                ChatReply::Ok => {}
+                ChatReply::Unauthorized => {
+                    let error = serde_json::json!({"error": {"message": "No auth credentials found", "code": 401}});
+                    return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(error))
+                        .into_response();
+                }
+                ChatReply::Status(status) => {
+                    let message = format!(
+                        "the provider failed (request had authorization {})",
+                        authorization.unwrap_or_default()
+                    );
+                    let error = serde_json::json!({"error": {"message": message, "code": status}});
+                    let status = axum::http::StatusCode::from_u16(status).unwrap();
+                    return (status, axum::Json(error)).into_response();
+                }
+            }
+            let text = format!("Answer from {}.", body["model"].as_str().unwrap());
+            let usage = serde_json::json!({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17});
+            if body["stream"] == true {
+                let chunk = |mut chunk: serde_json::Value| {
+                    if options.openai_chunks {
+                        let mut full = serde_json::json!({
+                            "id": "gen-1", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+                        });
+                        full.as_object_mut()
+                            .unwrap()
+                            .append(chunk.as_object_mut().unwrap());
+                        chunk = full;
+                    }
+                    format!("data: {chunk}\n\n")
+                };
+                let mut events = Vec::new();
+                for piece in text.split_inclusive(' ') {
+                    events.push(chunk(
+                        serde_json::json!({"choices": [{"index": 0, "delta": {"content": piece}}]}),
+                    ));
+                }
+                let mut rest = String::from(": OPENROUTER PROCESSING\n\n");
+                rest.push_str(&chunk(serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})));
+                rest.push_str(&chunk(serde_json::json!({"choices": [], "usage": usage})));
+                rest.push_str("data: [DONE]\n\n");
+                let Some(gate) = options.gate else {
+                    events.push(rest);
+                    return ([("content-type", "text/event-stream")], events.concat())
+                        .into_response();
+                };
+                // The first piece now, the rest once the gate opens.
+                let first = events.remove(0);
+                events.push(rest);
+                let (send, receive) = tokio::sync::mpsc::channel::<String>(4);
+                tokio::spawn(async move {
+                    if send.send(first).await.is_err() {
+                        return;
+                    }
+                    gate.notified().await;
+                    let _ = send.send(events.concat()).await;
+                });
+                let body = futures_util::stream::unfold(receive, |mut receive| async move {
+                    let piece = receive.recv().await?;
+                    Some((Ok::<_, std::convert::Infallible>(piece), receive))
+                });
+                return (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(body),
+                )
+                    .into_response();
+            }
+            axum::Json(serde_json::json!({
+                "id": "gen-1", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": usage,
+            }))
+            .into_response()
+        }
+    };
+    let app = axum::Router::new().route("/api/v1/chat/completions", axum::routing::post(handler));
+    let addr = spawn_server(app);
+    (addr, seen)
+}
+
+/// Serves `app` on 127.0.0.1 (a free port) from its own thread and runtime for the rest of the
+/// test process, and returns the address once it accepts connections.
+pub fn spawn_server(app: axum::Router) -> std::net::SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
+            .expect("a tokio runtime for the test server");
         runtime.block_on(async move {
-            let handler = move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<serde_json::Value>| {
-                let record = record.clone();
-                let options = options.clone();
-                async move {
-                    use axum::response::IntoResponse;
-                    let authorization = headers
-                        .get("authorization")
-                        .map(|v| v.to_str().unwrap().to_owned());
-                    record.lock().unwrap().push(SeenChat {
-                        authorization: authorization.clone(),
-                        body: body.clone(),
-                    });
-                    tokio::time::sleep(options.delay).await;
-                    match reply {
-                        ChatReply::Ok => {}
-                        ChatReply::Unauthorized => {
-                            let error = serde_json::json!({"error": {"message": "No auth credentials found", "code": 401}});
-                            return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(error)).into_response();
-                        }
-                        ChatReply::Status(status) => {
-                            let message = format!(
-                                "the provider failed (request had authorization {})",
-                                authorization.unwrap_or_default()
-                            );
-                            let error = serde_json::json!({"error": {"message": message, "code": status}});
-                            let status = axum::http::StatusCode::from_u16(status).unwrap();
-                            return (status, axum::Json(error)).into_response();
-                        }
-                    }
-                    let text = format!("Answer from {}.", body["model"].as_str().unwrap());
-                    let usage = serde_json::json!({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17});
-                    if body["stream"] == true {
-                        let chunk = |mut chunk: serde_json::Value| {
-                            if options.openai_chunks {
-                                let mut full = serde_json::json!({
-                                    "id": "gen-1", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
-                                });
-                                full.as_object_mut().unwrap().append(chunk.as_object_mut().unwrap());
-                                chunk = full;
-                            }
-                            format!("data: {chunk}\n\n")
-                        };
-                        let mut events = Vec::new();
-                        for piece in text.split_inclusive(' ') {
-                            events.push(chunk(serde_json::json!({"choices": [{"index": 0, "delta": {"content": piece}}]})));
-                        }
-                        let mut rest = String::from(": OPENROUTER PROCESSING\n\n");
-                        rest.push_str(&chunk(serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})));
-                        rest.push_str(&chunk(serde_json::json!({"choices": [], "usage": usage})));
-                        rest.push_str("data: [DONE]\n\n");
-                        let Some(gate) = options.gate else {
-                            events.push(rest);
-                            return ([("content-type", "text/event-stream")], events.concat()).into_response();
-                        };
-                        // The first piece now, the rest once the gate opens.
-                        let first = events.remove(0);
-                        events.push(rest);
-                        let (send, receive) = tokio::sync::mpsc::channel::<String>(4);
-                        tokio::spawn(async move {
-                            if send.send(first).await.is_err() {
-                                return;
-                            }
-                            gate.notified().await;
-                            let _ = send.send(events.concat()).await;
-                        });
-                        let body = futures_util::stream::unfold(receive, |mut receive| async move {
-                            let piece = receive.recv().await?;
-                            Some((Ok::<_, std::convert::Infallible>(piece), receive))
-                        });
-                        return (
-                            [("content-type", "text/event-stream")],
-                            axum::body::Body::from_stream(body),
-                        )
-                            .into_response();
-                    }
-                    axum::Json(serde_json::json!({
-                        "id": "gen-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                        "usage": usage,
-                    }))
-                    .into_response()
-                }
-            };
-            let app = axum::Router::new().route("/api/v1/chat/completions", axum::routing::post(handler));
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("a free port on 127.0.0.1");
+            tx.send(listener.local_addr().expect("a bound address"))
+                .expect("the test is waiting for the address");
+            axum::serve(listener, app)
+                .await
+                .expect("the test server runs");
         });
     });
-    (rx.recv().unwrap(), seen)
+    rx.recv().expect("the test server started")
 }
