@@ -371,13 +371,7 @@ impl LlmClient {
 
     /// One attempt of [`LlmClient::complete_raw_stream`]: the request, up to a success status.
     async fn open_raw_stream(&self, body: &Value) -> std::result::Result<RawStream, Failure> {
-        let timeout = self.options.timeout;
-        let response = match tokio::time::timeout(timeout, self.post(body).send()).await {
-            Err(_) => return Err(Failure::Final(self.timeout_error())),
-            Ok(Err(e)) => return Err(self.transport_failure(&e)),
-            Ok(Ok(response)) => response,
-        };
-        let response = self.check_status(response).await?;
+        let response = self.open_stream(body).await?;
         let content_type = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -447,6 +441,21 @@ impl LlmClient {
         }
     }
 
+    /// Sends a streaming request and waits (at most the timeout) for a successful status; the
+    /// body is left to the caller, which reads it chunk by chunk.
+    async fn open_stream(
+        &self,
+        body: &impl Serialize,
+    ) -> std::result::Result<reqwest::Response, Failure> {
+        let response =
+            match tokio::time::timeout(self.options.timeout, self.post(body).send()).await {
+                Err(_) => return Err(Failure::Final(self.timeout_error())),
+                Ok(Err(e)) => return Err(self.transport_failure(&e)),
+                Ok(Ok(response)) => response,
+            };
+        self.check_status(response).await
+    }
+
     /// Sends one plain request and returns the body of a successful answer.
     async fn post_once(&self, body: &impl Serialize) -> std::result::Result<Vec<u8>, Failure> {
         let response = self
@@ -471,12 +480,7 @@ impl LlmClient {
         on_delta: &mut (dyn FnMut(&str) + Send),
     ) -> std::result::Result<(), Failure> {
         let timeout = self.options.timeout;
-        let response = match tokio::time::timeout(timeout, self.post(body).send()).await {
-            Err(_) => return Err(Failure::Final(self.timeout_error())),
-            Ok(Err(e)) => return Err(self.transport_failure(&e)),
-            Ok(Ok(response)) => response,
-        };
-        let response = self.check_status(response).await?;
+        let response = self.open_stream(body).await?;
         let is_json = response
             .headers()
             .get(header::CONTENT_TYPE)
