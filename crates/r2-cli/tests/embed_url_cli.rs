@@ -2,33 +2,14 @@
 //! started inside the test that serves the golden embeddings.
 
 use std::collections::HashMap;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use r2_core::estimate_input_tokens;
 use serde_json::Value;
 
-fn r2() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_r2"));
-    cmd.env_remove("R2_CHECKPOINTS")
-        .env_remove("R2_CONFIG")
-        .env("HF_HUB_OFFLINE", "1")
-        .stdin(Stdio::null());
-    cmd
-}
+mod common;
 
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "r2 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn failed(out: Output) -> String {
-    assert!(!out.status.success(), "r2 should have failed");
-    String::from_utf8(out.stderr).unwrap()
-}
+use common::{failed, ok, r2};
 
 #[test]
 fn an_unreachable_embeddings_server_says_how_to_start_one() {

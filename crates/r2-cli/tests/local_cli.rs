@@ -5,34 +5,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use r2_checkpoints::{RouterFile, StoredModel};
 use r2_core::{estimate_input_tokens, Budget, RouteParams, Router};
 use serde_json::{json, Value};
 
-fn r2() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_r2"));
-    cmd.env_remove("R2_CHECKPOINTS")
-        .env_remove("R2_CONFIG")
-        .env("HF_HUB_OFFLINE", "1")
-        .stdin(Stdio::null());
-    cmd
-}
+mod common;
 
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "r2 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn failed(out: Output) -> String {
-    assert!(!out.status.success(), "r2 should have failed");
-    String::from_utf8(out.stderr).unwrap()
-}
+use common::{failed, ok, r2};
 
 /// The non-empty texts of the tiny fixture and their reference embeddings.
 fn reference_cases() -> Vec<(String, Vec<f64>)> {
