@@ -1,4 +1,4 @@
-use crate::Budget;
+use crate::{Budget, HeadKind};
 
 /// The result type of every fallible function in `r2-core`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -75,6 +75,20 @@ pub enum Error {
     NonFiniteEmbedding {
         query: usize,
         position: usize,
+        value: f64,
+    },
+
+    /// A head's output is NaN or infinite for this embedding (its values are far outside what the
+    /// heads were trained on, e.g. not a unit-norm embedding).
+    #[error(
+        "query {query}: the {head} head of model `{model}` predicts {value} for this embedding: \
+         its values are far outside what the router was trained on (a unit-norm embedding of the \
+         router's embedding model is expected)"
+    )]
+    NonFinitePrediction {
+        query: usize,
+        model: String,
+        head: HeadKind,
         value: f64,
     },
 

@@ -47,6 +47,16 @@ pub enum HeadKind {
     UnlimitedTokens,
 }
 
+impl std::fmt::Display for HeadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeadKind::Limited(budget) => write!(f, "budget-{budget} quality"),
+            HeadKind::UnlimitedScore => f.write_str("unlimited quality"),
+            HeadKind::UnlimitedTokens => f.write_str("unlimited output-token"),
+        }
+    }
+}
+
 /// A set of candidate models of one router, built by [`Router::model_mask`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelMask(Vec<bool>);
@@ -449,6 +459,28 @@ impl Router {
             .collect()
     }
 
+    /// Every head of every candidate model must give a finite value: a NaN would lose every
+    /// comparison and an infinity would be clamped into a plausible quality.
+    fn check_heads(&self, query: usize, heads: &[f64], checked: &Checked) -> Result<()> {
+        let per_model = self.budgets.len() + 2;
+        let bad = heads
+            .iter()
+            .enumerate()
+            .find(|&(h, v)| !v.is_finite() && self.is_candidate(checked, h / per_model));
+        match bad {
+            None => Ok(()),
+            Some((h, &value)) => {
+                let (model, head) = self.head(h).expect("a head of this router");
+                Err(Error::NonFinitePrediction {
+                    query,
+                    model: self.models[model].name.clone(),
+                    head,
+                    value,
+                })
+            }
+        }
+    }
+
     fn is_candidate(&self, checked: &Checked, model: usize) -> bool {
         checked.candidates.is_none_or(|mask| mask.contains(model))
     }
@@ -503,6 +535,7 @@ impl Router {
         checked: &Checked,
     ) -> Result<Decision> {
         let heads = self.exact_heads(x);
+        self.check_heads(query, &heads, checked)?;
         let per_model = self.budgets.len() + 2;
         let b = self.budgets.len();
         let options = (0..self.models.len())
@@ -708,6 +741,10 @@ impl<'r> Screen<'r> {
         let per_model = b + 2;
         let lambda = checked.lambda;
         let x_norm = kernel::norm(x);
+        // The error bounds hold only for finite values; the exact path names what overflowed.
+        if !x_norm.is_finite() || !approx.iter().fold(true, |ok, v| ok & v.is_finite()) {
+            return None;
+        }
         let gamma = self.gamma;
         let head_error =
             |h: usize| gamma * (router.coef_norm[h] * x_norm + router.intercept[h].abs());

@@ -376,3 +376,58 @@ fn heads_are_addressed_by_model_and_kind() {
         assert!((out - plain).abs() <= 1e-9 * plain.abs().max(1.0));
     }
 }
+
+#[test]
+fn embeddings_whose_heads_overflow_are_rejected_on_every_path() {
+    let mut rng = Rng(23);
+    let dim = 16;
+    let router = random_router(&mut rng, dim, &[10, 20, 40], 3);
+    let ok = unit_embedding(&mut rng, dim);
+    for lambda in [0.0, 0.99999, 1.0] {
+        let p = RouteParams::new(lambda);
+        // The token heads' weights (~300) take these past f64::MAX.
+        for huge in [1e308, -1e308, f64::MAX] {
+            let x = vec![huge; dim];
+            let single = router.route(&x, 100, &p);
+            assert!(
+                matches!(single, Err(Error::NonFinitePrediction { query: 0, .. })),
+                "{huge:e} λ={lambda}: {single:?}"
+            );
+            let ranked = router.route(&x, 100, &p.clone().with_ranked(true));
+            assert!(matches!(ranked, Err(Error::NonFinitePrediction { .. })));
+            let interpolated = router.route_interpolated(&x, 100, &p, 2);
+            assert!(matches!(
+                interpolated,
+                Err(Error::NonFinitePrediction { .. })
+            ));
+            // The batch names the query at fault; the queries around it are fine.
+            let batch = [ok.clone(), ok.clone(), x.clone(), ok.clone()].concat();
+            for threads in [1, 2] {
+                let got = router.route_batch_parallel(&batch, &[100; 4], &p, threads);
+                assert!(
+                    matches!(got, Err(Error::NonFinitePrediction { query: 2, .. })),
+                    "{huge:e} λ={lambda} threads={threads}: {got:?}"
+                );
+            }
+        }
+        let message = router
+            .route(&vec![1e308; dim], 1, &p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("query 0") && message.contains("model-"),
+            "{message}"
+        );
+        // Large but finite head values still route, to the option the exact path picks: 3e38
+        // overflows the float32 screen (which then steps aside) but not float64.
+        for big in [1e20, 3e38, 1e200] {
+            let big = vec![big; dim];
+            let exact = router
+                .route(&big, 100, &p.clone().with_ranked(true))
+                .unwrap();
+            assert_eq!(router.route(&big, 100, &p).unwrap().choice, exact.choice);
+            let batch = router.route_batch(&big, &[100], &p).unwrap();
+            assert_eq!(batch[0].choice, exact.choice);
+        }
+    }
+}

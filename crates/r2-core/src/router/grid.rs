@@ -206,6 +206,7 @@ impl Router {
         checked: &Checked,
         grid: &BudgetGrid,
     ) -> Result<Decision> {
+        self.check_heads(query, heads, checked)?;
         let per_model = self.budgets.len() + 2;
         let b = self.budgets.len();
         let options = (0..self.models.len())
