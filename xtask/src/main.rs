@@ -12,9 +12,9 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  convert-checkpoints --from DIR --out DIR
-      Convert the upstream R2-Router release (DIR holds config.json and checkpoints/) into
-      DIR/router.safetensors, the router file r2 loads. Weights are copied bit for bit.
+  convert-checkpoints (--from DIR | --hf-repo REPO) --out DIR
+      An alias of `r2 convert`: the upstream R2-Router release (config.json and checkpoints/)
+      into DIR/router.safetensors and DIR/config.json. Weights are copied bit for bit.
   gen-data --out DIR [--queries N] [--first-query I] [--models M] [--dim D] [--budgets B1,B2,...] [--seed S]
            [--test-fraction F] [--score-samples N] [--inline-embeddings]
       Generate synthetic training/evaluation data with known structure (r2_train::synth):
@@ -46,39 +46,25 @@ fn run(args: Vec<String>) -> Result<()> {
     }
 }
 
+/// A thin alias of `r2 convert` (the user command): the arguments are passed on as they are.
 fn convert_checkpoints(args: &[String]) -> Result<()> {
-    let mut from = None;
-    let mut out = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let value = |it: &mut std::slice::Iter<String>| {
-            it.next()
-                .map(PathBuf::from)
-                .with_context(|| format!("{arg} needs a folder"))
-        };
-        match arg.as_str() {
-            "--from" => from = Some(value(&mut it)?),
-            "--out" => out = Some(value(&mut it)?),
-            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
-        }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "r2-cli",
+            "--",
+            "convert",
+        ])
+        .args(args)
+        .status()
+        .context("cannot run `cargo run -p r2-cli -- convert`")?;
+    if !status.success() {
+        bail!("r2 convert failed ({status})");
     }
-    let (Some(from), Some(out)) = (from, out) else {
-        bail!("convert-checkpoints needs --from DIR and --out DIR\n\n{USAGE}");
-    };
-    let started = std::time::Instant::now();
-    let router = r2_checkpoints::convert_upstream(&from, &out)
-        .with_context(|| format!("converting {}", from.display()))?;
-    let heads = router.models.len() * (router.budgets.len() + 2);
-    eprintln!(
-        "wrote {}: {} models × {} heads ({} in all) over {}-d embeddings, budgets {:?}, in {:.0?}",
-        out.join(r2_checkpoints::ROUTER_FILE).display(),
-        router.models.len(),
-        router.budgets.len() + 2,
-        heads,
-        router.dim,
-        router.budgets,
-        started.elapsed()
-    );
     Ok(())
 }
 

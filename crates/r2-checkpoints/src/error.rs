@@ -21,14 +21,103 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// No converted router where one was looked for.
+    /// No router file where one was looked for.
     #[error(
-        "no converted router at {}: convert the upstream checkpoints with \
-         `cargo xtask convert-checkpoints --from <upstream r2_router folder> --out {}`, or point \
-         --checkpoints / $R2_CHECKPOINTS at a folder holding {}",
-        path.display(), dir.display(), crate::ROUTER_FILE
+        "no router at {}: {} holds no {}; r2 reads two layouts: a folder holding {} (an r2 \
+         router), or an upstream R2-Router folder holding config.json and checkpoints/",
+        path.display(), dir.display(), crate::ROUTER_FILE, crate::ROUTER_FILE
     )]
     RouterNotFound { path: PathBuf, dir: PathBuf },
+
+    /// A folder that is neither an r2 router folder nor an upstream R2-Router folder.
+    #[error(
+        "{}: not a router folder: r2 reads a folder holding {} (an r2 router), or an upstream \
+         R2-Router folder holding config.json and checkpoints/; {}",
+        dir.display(), crate::ROUTER_FILE, found_text(found, *more)
+    )]
+    NoRouterLayout {
+        dir: PathBuf,
+        /// The folder's first entries, sorted (folders end in `/`).
+        found: Vec<String>,
+        /// How many more entries the folder has.
+        more: usize,
+    },
+
+    /// An upstream folder none of whose models has its checkpoint files.
+    #[error(
+        "no checkpoints found in {}: none of the {} models of config.json has its \
+         limited_score_predictors.joblib (looked for {}); copy the upstream checkpoints/ folder \
+         there, or fix `checkpoint_dir` in config.json",
+        dir.display(), looked_for.len(), looked_text(looked_for)
+    )]
+    NoCheckpoints {
+        /// The `checkpoints/` folder.
+        dir: PathBuf,
+        /// The `limited_score_predictors.joblib` path of every model of the config.
+        looked_for: Vec<PathBuf>,
+    },
+
+    /// A `SHA256SUMS` file is not in sha256sum's format.
+    #[error(
+        "{}: line {line}: {message}; fix the line or remove the file (it is only used to check \
+         the files next to it)",
+        path.display()
+    )]
+    Sha256Sums {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+
+    /// A file does not have the sha256 its folder's `SHA256SUMS` gives.
+    #[error(
+        "{}: sha256 {actual} differs from {expected} given by {} line {line}: the file is damaged \
+         or was changed after SHA256SUMS was written; restore it (or, if the change is intended, \
+         update its line in SHA256SUMS)",
+        path.display(), sums.display()
+    )]
+    Sha256Mismatch {
+        /// The file that was read.
+        path: PathBuf,
+        /// The `SHA256SUMS` file.
+        sums: PathBuf,
+        /// Its line that lists the file.
+        line: usize,
+        expected: String,
+        actual: String,
+    },
+
+    /// A file the loader reads is not listed in its folder's `SHA256SUMS`.
+    #[error(
+        "{}: not listed in {} (as `{file}`), though the router is loaded from it: add its line \
+         (`sha256sum {file} >> SHA256SUMS` in the folder) or remove SHA256SUMS",
+        path.display(), sums.display()
+    )]
+    NotInSha256Sums {
+        path: PathBuf,
+        sums: PathBuf,
+        /// The path relative to the folder, as SHA256SUMS would list it.
+        file: String,
+    },
+
+    /// A folder whose `config.json` is the pinned release's holds another version of a file.
+    #[error(
+        "{}: sha256 {actual} differs from the R2-Router release {} ({}, pinned in r2): this \
+         folder's config.json is that release's, so its checkpoints must be too; the file is \
+         damaged or was replaced: restore it from the release (commit {})",
+        path.display(),
+        crate::integrity::release_name(),
+        match expected { Some(e) => format!("`{file}` has sha256 {e}"), None => format!("which has no `{file}`") },
+        crate::release::COMMIT
+    )]
+    ReleaseMismatch {
+        path: PathBuf,
+        /// The path relative to the folder, as in [`crate::release::FILES`].
+        file: String,
+        /// The pinned sha256 (`None` when the release has no such file).
+        expected: Option<String>,
+        actual: String,
+    },
 
     /// A JSON file (pool config) is not valid JSON or does not have the expected fields.
     #[error("{}: line {line}, column {column}: {message}", path.display())]
@@ -125,6 +214,31 @@ pub enum Error {
         #[source]
         source: r2_core::Error,
     },
+}
+
+/// "it holds a, b/, c (and 3 more)" or "it is empty".
+fn found_text(found: &[String], more: usize) -> String {
+    if found.is_empty() {
+        return "it is empty".to_owned();
+    }
+    let mut text = format!("it holds {}", found.join(", "));
+    if more > 0 {
+        text.push_str(&format!(" (and {more} more)"));
+    }
+    text
+}
+
+/// The first three paths, then how many more.
+fn looked_text(paths: &[PathBuf]) -> String {
+    let mut text: Vec<String> = paths
+        .iter()
+        .take(3)
+        .map(|p| p.display().to_string())
+        .collect();
+    if paths.len() > 3 {
+        text.push(format!("and {} more", paths.len() - 3));
+    }
+    text.join(", ")
 }
 
 impl Error {

@@ -219,33 +219,11 @@ impl RouterFile {
         Ok(bytes)
     }
 
-    /// Writes the router to `path` atomically: a temporary file in the same folder, then a rename,
-    /// so a failed write never leaves a half-written router behind.
+    /// Writes the router to `path` atomically: a temporary file in the same folder, read back and
+    /// compared, then a rename, so a failed write never leaves a half-written router behind and
+    /// never replaces the file already at `path`.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let bytes = self.to_bytes()?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create folder", e))?;
-        // A name unique to this process and call, so concurrent writers never share a temporary.
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}-{}",
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or(ROUTER_FILE),
-            std::process::id(),
-            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        if let Err(e) = std::fs::write(&tmp, &bytes) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(&tmp, "cannot write router file", e));
-        }
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, "cannot move router file into place", e)
-        })
+        write_atomic(path, &self.to_bytes()?, &ROUTER_WRITE)
     }
 
     /// Builds the core router for a pool: the pool's models in the pool's order, with its prices.
@@ -300,6 +278,63 @@ impl RouterFile {
             source,
         })
     }
+}
+
+/// The actions [`write_atomic`] names in its errors.
+pub(crate) struct WriteActions {
+    pub write: &'static str,
+    pub read_back: &'static str,
+    pub rename: &'static str,
+}
+
+/// The actions of writing a router file.
+pub(crate) const ROUTER_WRITE: WriteActions = WriteActions {
+    write: "cannot write router file",
+    read_back: "cannot read back the router file",
+    rename: "cannot move router file into place",
+};
+
+/// Writes `bytes` to `path` through a temporary file in the same folder that is read back and
+/// compared before it is renamed into place; on any failure the temporary file is removed and
+/// `path` is untouched.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], actions: &WriteActions) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create folder", e))?;
+    // A name unique to this process and call, so concurrent writers never share a temporary.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(ROUTER_FILE),
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let written = std::fs::write(&tmp, bytes)
+        .map_err(|e| Error::io(&tmp, actions.write, e))
+        .and_then(|()| match std::fs::read(&tmp) {
+            Ok(back) if back == bytes => Ok(()),
+            Ok(_) => Err(Error::io(
+                &tmp,
+                actions.read_back,
+                std::io::Error::other(
+                    "the file read back differs from what was written (is the disk full or \
+                     failing?)",
+                ),
+            )),
+            Err(e) => Err(Error::io(&tmp, actions.read_back, e)),
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, actions.rename, e)
+    })
 }
 
 fn parse_budgets(text: &str) -> std::result::Result<Vec<u32>, String> {

@@ -9,9 +9,15 @@
 //!
 //! Weights come out bit-identical to the file: `coef_` and `intercept_` must be little-endian
 //! float32 (`<f4`; `|f4`, `=f4` and a dtype without byte-order state are read as little-endian) or
-//! float64 whose every value float32 represents exactly (a NaN is accepted as a float32 NaN).
-//! Any other float64 value is a [`JoblibErrorKind::NotExactFloat32`] error rather than a silent
-//! rounding. Non-finite weights are not rejected here; the safetensors loader checks them.
+//! float64 whose every value float32 represents exactly. Any other float64 value is a
+//! [`JoblibErrorKind::NotExactFloat32`] error rather than a silent rounding, and a NaN or an
+//! infinity is a [`JoblibErrorKind::NonFinite`] error naming the attribute, the element and (in
+//! [`JoblibError::offset`]) the byte offset of that value in the file.
+//!
+//! numpy dtypes are read as `numpy.dtype` reads them: a type code numpy itself refuses (`<f3`,
+//! `<i3`, `<f0`, `f4x`, …) or a pickled dtype state that does not fit its kind is a
+//! [`JoblibErrorKind::InvalidDtype`]; a dtype numpy accepts but r2 cannot use (`<f2`, `>f4`, `c8`,
+//! …) is a [`JoblibErrorKind::UnsupportedDtype`].
 
 #![deny(
     clippy::indexing_slicing,
@@ -134,6 +140,18 @@ pub enum JoblibErrorKind {
         /// Why it cannot be used.
         reason: &'static str,
     },
+    /// A numpy dtype that numpy itself would not make: a type code such as `<f3` or `f4x`, or a
+    /// pickled dtype state that does not fit its kind.
+    #[error(
+        "invalid numpy dtype {dtype}: {reason}; numpy never writes this, so the file is damaged \
+         (restore or re-export it)"
+    )]
+    InvalidDtype {
+        /// The dtype or type code as it appears in the file (escaped, at most 120 characters).
+        dtype: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An opcode needs more values than the stack holds above the last mark.
     #[error("stack underflow at {opcode}; the pickle is malformed")]
     StackUnderflow {
@@ -233,6 +251,19 @@ pub enum JoblibErrorKind {
         /// The element index (0 for scalars).
         index: u64,
         /// The value in the file.
+        value: f64,
+    },
+    /// A weight is NaN or an infinity.
+    #[error(
+        "{attribute}[{index}] is {value}, not a finite number; a fitted Ridge has finite weights, \
+         so the file is damaged (restore or re-export it)"
+    )]
+    NonFinite {
+        /// The attribute name (`coef_` or `intercept_`).
+        attribute: &'static str,
+        /// The element index (0 for scalars).
+        index: u64,
+        /// The value in the file, widened to float64.
         value: f64,
     },
     /// An error inside one entry of a dict of Ridge objects.
@@ -420,7 +451,8 @@ pub fn parse_ridge_dict(
     Ok(heads)
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, JoblibError> {
+/// Reads a whole joblib file (at most [`MAX_FILE_BYTES`]).
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, JoblibError> {
     let io = |e| JoblibError::new(path, 0, JoblibErrorKind::Io(e));
     let file = std::fs::File::open(path).map_err(io)?;
     let mut bytes = Vec::new();
@@ -524,14 +556,17 @@ fn ridge<'a>(pickle: &Pickle<'a>, value: &Value<'a>, budget: &mut usize) -> Loca
             "intercept_",
             at,
         )?,
-        Value::Float(v) => exact_f32(*v, "intercept_", 0).map_err(|kind| (at, kind))?,
+        Value::Float { value, offset: o } => {
+            finite(*value, "intercept_", 0).map_err(|kind| (offset(*o), kind))?;
+            exact_f32(*value, "intercept_", 0).map_err(|kind| (offset(*o), kind))?
+        }
         Value::Int(i) => exact_int_f32(*i, "intercept_").map_err(|kind| (at, kind))?,
         other => return Err(wrong("attribute intercept_", "a float", other)),
     };
 
     let alpha =
         match attr("alpha")? {
-            Value::Float(v) => *v,
+            Value::Float { value, .. } => *value,
             Value::Int(i) => exact_int_f64(*i)
                 .ok_or_else(|| wrong("attribute alpha", "a float", &Value::Int(*i)))?,
             Value::Scalar(s) => scalar_f64(s)
@@ -613,6 +648,16 @@ fn floats(dtype: Dtype, bytes: &[u8], start: usize, attribute: &'static str) -> 
                     values.push(f32::from_le_bytes([a, b, c, d]));
                 }
             }
+            if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err((
+                    element_offset(start, i, 4, at),
+                    JoblibErrorKind::NonFinite {
+                        attribute,
+                        index: offset(i),
+                        value: f64::from(*v),
+                    },
+                ));
+            }
             Ok(values)
         }
         (DtypeKind::Float, 8) => bytes
@@ -621,15 +666,35 @@ fn floats(dtype: Dtype, bytes: &[u8], start: usize, attribute: &'static str) -> 
             .map(|(i, c)| {
                 let c = <[u8; 8]>::try_from(c).map_err(|_| unsupported("short element"))?;
                 let v = f64::from_le_bytes(c);
-                exact_f32(v, attribute, offset(i)).map_err(|kind| {
-                    let element = i.checked_mul(8).and_then(|d| start.checked_add(d));
-                    (element.map_or(at, offset), kind)
-                })
+                finite(v, attribute, offset(i))
+                    .and_then(|()| exact_f32(v, attribute, offset(i)))
+                    .map_err(|kind| (element_offset(start, i, 8, at), kind))
             })
             .collect(),
         _ => Err(unsupported(
             "weights must be float32 (or float64 values that float32 represents exactly)",
         )),
+    }
+}
+
+/// The byte offset of element `i` of `size` bytes in data starting at `start` (`fallback` if that
+/// overflows, which it cannot for data inside the file).
+fn element_offset(start: usize, i: usize, size: usize, fallback: u64) -> u64 {
+    i.checked_mul(size)
+        .and_then(|d| start.checked_add(d))
+        .map_or(fallback, offset)
+}
+
+/// A [`JoblibErrorKind::NonFinite`] error unless `v` is finite.
+fn finite(v: f64, attribute: &'static str, index: u64) -> Result<(), JoblibErrorKind> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(JoblibErrorKind::NonFinite {
+            attribute,
+            index,
+            value: v,
+        })
     }
 }
 

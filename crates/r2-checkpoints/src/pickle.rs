@@ -174,7 +174,11 @@ pub(crate) enum Value<'a> {
     None,
     Bool(bool),
     Int(i64),
-    Float(f64),
+    /// A Python float and the offset of its 8 bytes in the input.
+    Float {
+        value: f64,
+        offset: usize,
+    },
     Str(Rc<str>),
     Bytes {
         bytes: &'a [u8],
@@ -343,7 +347,7 @@ fn type_name(heap: &[Obj<'_>], classes: &[PlainClass], value: &Value<'_>) -> &'s
         Value::None => "None",
         Value::Bool(_) => "a bool",
         Value::Int(_) => "an int",
-        Value::Float(_) => "a float",
+        Value::Float { .. } => "a float",
         Value::Str(_) => "a str",
         Value::Bytes { .. } => "a bytes object",
         Value::Tuple(_) => "a tuple",
@@ -635,10 +639,15 @@ impl<'a> Machine<'a> {
                 .array()
                 .and_then(|b| self.push(Value::Int(i64::from(i32::from_le_bytes(b))))),
             0x8a => self.long1(),
-            b'G' => self
-                .r
-                .array()
-                .and_then(|b| self.push(Value::Float(f64::from_be_bytes(b)))),
+            b'G' => {
+                let offset = self.r.pos;
+                self.r.array().and_then(|b| {
+                    self.push(Value::Float {
+                        value: f64::from_be_bytes(b),
+                        offset,
+                    })
+                })
+            }
             0x8c => self.r.u8().and_then(|n| self.string(usize::from(n))),
             b'X' => self.r.len_u32().and_then(|n| self.string(n)),
             0x8d => self.r.len_u64().and_then(|n| self.string(n)),
@@ -1170,18 +1179,27 @@ impl<'a> Machine<'a> {
                 found: self.type_name(state),
             });
         };
+        let Some(Obj::Dtype(dtype)) = self.heap.get(id) else {
+            return Err(malformed("a dtype reference is dangling"));
+        };
+        let dtype = *dtype;
+        let invalid = |reason: String| Kind::InvalidDtype {
+            dtype: dtype.to_string(),
+            reason,
+        };
         let items = &state.items;
-        let order = match items.as_slice() {
-            [Value::Int(3 | 4), Value::Str(order), Value::None, Value::None, Value::None, ..]
-                if matches!(items.len(), 8 | 9) =>
+        let (order, elsize, alignment, flags, metadata) = match items.as_slice() {
+            [Value::Int(3 | 4), Value::Str(order), Value::None, Value::None, Value::None, elsize, alignment, flags, metadata @ ..]
+                if metadata.len() <= 1 =>
             {
-                match &**order {
+                let order = match &**order {
                     "<" => ByteOrder::Little,
                     ">" => ByteOrder::Big,
                     "|" => ByteOrder::NotApplicable,
                     "=" => ByteOrder::Native,
                     _ => return Err(malformed("a numpy dtype has an invalid byte order")),
-                }
+                };
+                (order, elsize, alignment, flags, metadata.first())
             }
             [Value::Int(3 | 4), Value::Str(_), ..] if matches!(items.len(), 8 | 9) => {
                 return Err(Kind::UnsupportedDtype {
@@ -1191,6 +1209,51 @@ impl<'a> Machine<'a> {
             }
             _ => return Err(malformed("a numpy dtype state is not (3, byteorder, ...)")),
         };
+        // numpy's `dtype.__setstate__` refuses anything but ints for the item size, alignment
+        // and flags, and a numpy dtype's pickle gives -1 for the size and alignment of a built-in
+        // type. Any other size or alignment does not belong to this kind.
+        let size = i64::from(dtype.itemsize);
+        for (what, value) in [("item size", elsize), ("alignment", alignment)] {
+            match value {
+                Value::Int(-1) => {}
+                Value::Int(n) if *n == size => {}
+                Value::Int(n) => {
+                    return Err(invalid(format!(
+                        "its pickled state gives {what} {n}, but {dtype} has {size} bytes \
+                         (numpy writes -1 for a built-in type)"
+                    )))
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "its pickled state gives {} as the {what}, where numpy needs an int",
+                        self.type_name(other)
+                    )))
+                }
+            }
+        }
+        match flags {
+            Value::Int(n) if *n >= 0 => {}
+            other => {
+                return Err(invalid(format!(
+                    "its pickled state gives {} as the flags, where numpy needs an int ≥ 0",
+                    if matches!(other, Value::Int(_)) {
+                        "a negative int"
+                    } else {
+                        self.type_name(other)
+                    }
+                )))
+            }
+        }
+        match metadata {
+            None | Some(Value::None) => {}
+            Some(value) if matches!(self.object(value), Some(Obj::Dict(_))) => {}
+            Some(other) => {
+                return Err(invalid(format!(
+                    "its pickled state gives {} as the metadata, where numpy needs a dict or None",
+                    self.type_name(other)
+                )))
+            }
+        }
         let Some(Obj::Dtype(dtype)) = self.heap.get_mut(id) else {
             return Err(malformed("a dtype reference is dangling"));
         };
@@ -1304,10 +1367,99 @@ impl<'a> Machine<'a> {
     }
 }
 
-/// Parses a numpy type code such as `f4` or `<f8`.
+/// numpy's one-character type codes (`np.dtype('d')` is float64, `'b'` int8, `'?'` bool, …).
+const NUMPY_CHAR_CODES: &str = "?bBhHiIlLqQpPnNeEfdgFDGSaUVOMm";
+
+/// The type names `numpy.dtype` accepts (numpy 1.x and 2.x), without sized datetime units.
+const NUMPY_TYPE_NAMES: &[&str] = &[
+    "bool",
+    "bool_",
+    "bool8",
+    "byte",
+    "ubyte",
+    "short",
+    "ushort",
+    "intc",
+    "uintc",
+    "int",
+    "uint",
+    "int_",
+    "long",
+    "ulong",
+    "longlong",
+    "ulonglong",
+    "intp",
+    "uintp",
+    "int0",
+    "uint0",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "half",
+    "single",
+    "double",
+    "float",
+    "float_",
+    "longdouble",
+    "longfloat",
+    "float16",
+    "float32",
+    "float64",
+    "float96",
+    "float128",
+    "csingle",
+    "singlecomplex",
+    "cdouble",
+    "cfloat",
+    "complex",
+    "complex_",
+    "clongdouble",
+    "clongfloat",
+    "longcomplex",
+    "complex64",
+    "complex128",
+    "complex192",
+    "complex256",
+    "object",
+    "object_",
+    "object0",
+    "bytes",
+    "bytes_",
+    "bytes0",
+    "string_",
+    "str",
+    "str_",
+    "unicode",
+    "unicode_",
+    "str0",
+    "void",
+    "void0",
+    "datetime64",
+    "timedelta64",
+];
+
+/// Parses a numpy type code such as `f4` or `<f8`, following the rules of `numpy.dtype(code)`.
+///
+/// A code numpy itself refuses (`f3`, `f5`, `f0`, `i3`, `b2`, `f4x`, `<`, `x4`, …) is a
+/// [`Kind::InvalidDtype`]: no numpy wrote it, so the file is damaged. A dtype numpy accepts but
+/// this reader cannot use (`f2` float16, `f16` long double, `c8`, `S5`, `U3`, `M8[ns]`, a
+/// one-character code such as `d`, a structured or sub-array dtype, a type name such as
+/// `float32`) is a [`Kind::UnsupportedDtype`]. numpy pickles a plain dtype as its kind and item
+/// size (`f4`, `i8`, `b1`), which is all that is read: floats of 4 or 8 bytes, integers of 1, 2, 4
+/// or 8 bytes and `b1` booleans.
 fn parse_dtype(code: &str) -> Result<Dtype, Kind> {
-    let unsupported = |reason| Kind::UnsupportedDtype {
-        dtype: printable(code),
+    let shown = printable(code);
+    let invalid = |reason: String| Kind::InvalidDtype {
+        dtype: shown.clone(),
+        reason,
+    };
+    let unsupported = |reason: &'static str| Kind::UnsupportedDtype {
+        dtype: shown.clone(),
         reason,
     };
     let (order, rest) = match code.as_bytes().first() {
@@ -1319,29 +1471,97 @@ fn parse_dtype(code: &str) -> Result<Dtype, Kind> {
     };
     let rest = rest.unwrap_or_default();
     let mut chars = rest.chars();
-    let kind = match chars.next() {
-        Some('f') => DtypeKind::Float,
-        Some('i') => DtypeKind::Int,
-        Some('u') => DtypeKind::UInt,
-        Some('b') => DtypeKind::Bool,
-        _ => return Err(unsupported("only numeric dtypes (f, i, u, b) can be read")),
+    let Some(kind) = chars.next() else {
+        return Err(invalid(if code.is_empty() {
+            "the type code is empty".into()
+        } else {
+            "a byte order without a type".into()
+        }));
     };
-    let digits = chars.as_str();
-    let itemsize: u8 = digits
-        .parse()
-        .ok()
-        .filter(|_| digits.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| unsupported("the type code has no valid item size"))?;
-    let valid = match kind {
-        DtypeKind::Float => matches!(itemsize, 4 | 8),
-        DtypeKind::Int | DtypeKind::UInt => matches!(itemsize, 1 | 2 | 4 | 8),
-        DtypeKind::Bool => itemsize == 1,
-    };
-    if !valid {
+    let tail = chars.as_str();
+    if code.contains(',') || kind.is_ascii_digit() {
         return Err(unsupported(
-            "only float32/float64 and 8- to 64-bit integer dtypes can be read",
+            "structured and sub-array dtypes cannot be read; weights are plain numeric arrays",
         ));
     }
+    if tail.is_empty() {
+        return Err(if NUMPY_CHAR_CODES.contains(kind) {
+            unsupported(
+                "one-character type codes are not read: numpy pickles a dtype as its kind and \
+                 item size, such as f4",
+            )
+        } else {
+            invalid(format!(
+                "`{}` is not a numpy type code",
+                kind.escape_debug()
+            ))
+        });
+    }
+    let size_len = tail.bytes().take_while(u8::is_ascii_digit).count();
+    let (digits, garbage) = tail.split_at(size_len);
+    if digits.is_empty() {
+        return Err(if NUMPY_TYPE_NAMES.contains(&code) {
+            unsupported(
+                "type names are not read: numpy pickles a dtype as its kind and item size, such \
+                 as f4",
+            )
+        } else {
+            invalid("neither a kind and item size such as f4 nor a numpy type name".into())
+        });
+    }
+    if !garbage.is_empty() {
+        if matches!(kind, 'M' | 'm') && garbage.starts_with('[') {
+            return Err(unsupported("datetime and timedelta dtypes cannot be read"));
+        }
+        return Err(invalid(format!(
+            "`{}` follows the item size",
+            printable(garbage)
+        )));
+    }
+    // numpy parses the size as a C int.
+    let size: u64 = match digits.parse() {
+        Ok(size) if size <= u64::from(i32::MAX.unsigned_abs()) => size,
+        _ => return Err(invalid("the item size is out of range".into())),
+    };
+    let no_such = |what: &str, sizes: &str| {
+        invalid(format!(
+            "numpy has no {size}-byte {what} ({what} item sizes are {sizes})"
+        ))
+    };
+    let kind = match (kind, size) {
+        ('f', 4 | 8) => DtypeKind::Float,
+        ('f', 2) => return Err(unsupported("float16 weights cannot be read; use float32")),
+        ('f', 16) => {
+            return Err(unsupported(
+                "long double weights cannot be read; use float32",
+            ))
+        }
+        ('f', _) => return Err(no_such("float", "2, 4, 8 and 16")),
+        ('i', 1 | 2 | 4 | 8) => DtypeKind::Int,
+        ('i', _) => return Err(no_such("signed integer", "1, 2, 4 and 8")),
+        ('u', 1 | 2 | 4 | 8) => DtypeKind::UInt,
+        ('u', _) => return Err(no_such("unsigned integer", "1, 2, 4 and 8")),
+        ('b', 1) => DtypeKind::Bool,
+        ('b', _) => return Err(no_such("boolean", "1")),
+        ('c', 8 | 16 | 32) => return Err(unsupported("complex numbers cannot be read")),
+        ('c', _) => return Err(no_such("complex", "8, 16 and 32")),
+        ('S' | 'a' | 'U' | 'V', _) => {
+            return Err(unsupported("string and void dtypes cannot be read"))
+        }
+        ('O', 4 | 8) => return Err(unsupported("object arrays cannot be read")),
+        ('O', _) => return Err(no_such("object pointer", "4 and 8")),
+        ('M' | 'm', 8) => return Err(unsupported("datetime and timedelta dtypes cannot be read")),
+        ('M' | 'm', _) => return Err(no_such("datetime", "8")),
+        (other, _) => {
+            return Err(invalid(format!(
+                "`{}` is not a numpy kind (b, i, u, f, c, …)",
+                other.escape_debug()
+            )))
+        }
+    };
+    // The match above only lets 1-, 2-, 4- and 8-byte sizes through.
+    let itemsize =
+        u8::try_from(size).map_err(|_| invalid("the item size is out of range".into()))?;
     Ok(Dtype {
         kind,
         itemsize,

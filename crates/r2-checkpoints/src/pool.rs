@@ -134,6 +134,8 @@ impl PoolConfig {
 
     /// Parses a pool config; `source` names it in errors.
     pub fn from_json(text: &str, source: &Path) -> Result<Self> {
+        // A byte-order mark (as some editors write) is not JSON; positions stay those of the file.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let raw: RawConfig = serde_json::from_str(text).map_err(|e| Error::json(source, &e))?;
         let invalid = |message: String| Error::InvalidConfig {
             path: source.to_path_buf(),
@@ -179,5 +181,41 @@ impl PoolConfig {
     /// The model called `name`.
     pub fn model(&self, name: &str) -> Option<&PoolModel> {
         self.models.iter().find(|m| m.name == name)
+    }
+
+    /// The pool as a config file in upstream's `config.json` format (models in pool order), which
+    /// [`PoolConfig::from_json`] reads back to the same pool. Keys r2 does not use (`note`,
+    /// `token_limits`, …) are not kept.
+    pub fn to_json(&self) -> String {
+        let mut models = serde_json::Map::new();
+        for model in &self.models {
+            models.insert(
+                model.name.clone(),
+                serde_json::to_value(model).expect("a pool model serialises"),
+            );
+        }
+        let config = serde_json::json!({
+            "embedding_model": self.embedding_model,
+            "embedding_dim": self.embedding_dim,
+            "default_lambda": self.default_lambda,
+            "models": models,
+        });
+        let mut text = serde_json::to_string_pretty(&config).expect("a pool config serialises");
+        text.push('\n');
+        text
+    }
+
+    /// Writes [`PoolConfig::to_json`] to `path` atomically (a temporary file in the same folder,
+    /// read back, then renamed), so a failed write leaves the file already at `path` untouched.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        crate::format::write_atomic(
+            path,
+            self.to_json().as_bytes(),
+            &crate::format::WriteActions {
+                write: "cannot write pool config",
+                read_back: "cannot read back the pool config",
+                rename: "cannot move pool config into place",
+            },
+        )
     }
 }

@@ -999,3 +999,244 @@ fn shared_objects_cannot_multiply_the_work() {
         "{err}"
     );
 }
+
+/// Where the only dtype code `f4` of a small upstream file is, and the `REDUCE` opcode that calls
+/// `numpy.dtype` with it (the byte offset errors about the code name).
+fn dtype_code_and_reduce(bytes: &[u8]) -> (usize, usize) {
+    let code = find(bytes, b"\x8c\x02f4", 0).expect("the dtype code f4") + 2;
+    assert!(find(bytes, b"\x8c\x02f4", code).is_none(), "one dtype code");
+    let reduce = find(bytes, b"R", code).expect("the REDUCE after the code");
+    (code, reduce)
+}
+
+#[test]
+fn dtype_codes_numpy_refuses_are_rejected_naming_the_file_the_byte_and_the_dtype() {
+    // Same-length mutations of the real file's `f4`: numpy itself refuses every one.
+    let path = small_file();
+    let original = std::fs::read(&path).unwrap();
+    let (code_at, reduce_at) = dtype_code_and_reduce(&original);
+    for code in [
+        "f3", "f5", "f0", "f1", "f7", "i3", "i0", "u5", "b2", "b0", "c4", "x4", "fx", "4f",
+    ] {
+        let mut bytes = original.clone();
+        bytes[code_at..code_at + 2].copy_from_slice(code.as_bytes());
+        let err = parse_ridge(&bytes, &path).unwrap_err();
+        let message = err.to_string();
+        match (&err.kind, code) {
+            // A leading digit is numpy's sub-array syntax (valid numpy, unreadable here).
+            (JoblibErrorKind::UnsupportedDtype { dtype, .. }, "4f") => assert_eq!(dtype, code),
+            (JoblibErrorKind::InvalidDtype { dtype, .. }, _) => assert_eq!(dtype, code),
+            (other, _) => panic!("{code}: expected InvalidDtype, got {other:?}"),
+        }
+        assert_eq!(err.offset, reduce_at as u64, "{code}: {message}");
+        assert!(
+            message.starts_with(&format!("{}: byte {reduce_at}: ", path.display())),
+            "{message}"
+        );
+        assert!(message.contains(code), "{message}");
+    }
+
+    // Codes of other lengths, built by hand: numpy refuses these too.
+    for code in [
+        "<f3",
+        "<f5",
+        "<i3",
+        "<f0",
+        ">f3",
+        "f4x",
+        "f4 ",
+        "<f8\0",
+        "f04x",
+        "i16",
+        "u16",
+        "f99",
+        "f99999999999",
+        "",
+        "<",
+        "|",
+        "q4",
+        "d8",
+        "\u{e9}4",
+    ] {
+        let bytes = Writer::new()
+            .ridge_start()
+            .str("alpha")
+            .float(10.0)
+            .str("coef_")
+            .array(code, "<", &[1], &[0, 0, 128, 63])
+            .str("intercept_")
+            .float(0.0)
+            .ridge_end()
+            .stop();
+        let err = parse(&bytes).unwrap_err();
+        assert!(
+            matches!(&err.kind, JoblibErrorKind::InvalidDtype { dtype, .. }
+                if *dtype == code.escape_debug().to_string()),
+            "{code:?}: {err}"
+        );
+        assert_eq!(
+            bytes[err.offset as usize], b'R',
+            "{code:?}: the REDUCE opcode"
+        );
+        assert!(err.to_string().contains("numpy never writes this"), "{err}");
+    }
+
+    // What numpy accepts but r2 cannot read is "unsupported", not "invalid"; what r2 reads parses.
+    for code in [
+        "f2", "<f2", "f16", "c8", "c16", "S5", "U3", "V8", "O8", "M8", "M8[ns]", "d", "f", "?",
+        "float32", "f4,i4", "2f4", "<2f4",
+    ] {
+        let bytes = Writer::new()
+            .ridge_start()
+            .str("coef_")
+            .array(code, "<", &[1], &[0, 0, 128, 63])
+            .stop();
+        let err = parse(&bytes).unwrap_err();
+        assert!(
+            matches!(&err.kind, JoblibErrorKind::UnsupportedDtype { .. }),
+            "{code:?}: {err}"
+        );
+    }
+    for code in ["f4", "<f4", "|f4", "=f4", "f04"] {
+        let bytes = Writer::new()
+            .ridge_start()
+            .str("alpha")
+            .float(10.0)
+            .str("coef_")
+            .array(code, "<", &[1], &[0, 0, 128, 63])
+            .str("intercept_")
+            .float(0.0)
+            .ridge_end()
+            .stop();
+        assert_eq!(parse(&bytes).unwrap().coef, [1.0], "{code}");
+    }
+}
+
+#[test]
+fn dtype_states_that_do_not_fit_the_kind_are_rejected() {
+    // The real file's dtype state `(3, '<', None, None, None, -1, -1, 0)`: the item size and the
+    // alignment must be -1 (or the kind's size) and ints, the flags an int ≥ 0.
+    let path = small_file();
+    let original = std::fs::read(&path).unwrap();
+    let (_, reduce_at) = dtype_code_and_reduce(&original);
+    let state = find(
+        &original,
+        b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t",
+        reduce_at,
+    )
+    .expect("the dtype state")
+        + 3;
+    let build = find(&original, b"t\x94b", state).unwrap() + 2;
+    let cases: [(usize, &[u8], &str); 5] = [
+        (state, b"J\x08\x00\x00\x00", "item size 8"),
+        (state, b"J\x02\x00\x00\x00", "item size 2"),
+        (state + 5, b"J\x10\x00\x00\x00", "alignment 16"),
+        (state + 10, b"\x89\x89", "a bool as the flags"),
+        (state, b"\x8c\x03abc", "a str as the item size"),
+    ];
+    for (at, patch, mentions) in cases {
+        let mut bytes = original.clone();
+        bytes[at..at + patch.len()].copy_from_slice(patch);
+        let err = parse_ridge(&bytes, &path).unwrap_err();
+        assert!(
+            matches!(&err.kind, JoblibErrorKind::InvalidDtype { .. }),
+            "{mentions}: {err}"
+        );
+        assert_eq!(
+            err.offset, build as u64,
+            "{mentions}: the BUILD opcode; {err}"
+        );
+        assert!(err.to_string().contains(mentions), "{err}");
+    }
+    // The kind's own size is what numpy would report, so it is accepted.
+    let mut bytes = original.clone();
+    bytes[state..state + 5].copy_from_slice(b"J\x04\x00\x00\x00");
+    assert_eq!(
+        parse_ridge(&bytes, &path).unwrap(),
+        parse_ridge(&original, &path).unwrap()
+    );
+}
+
+#[test]
+fn non_finite_weights_are_rejected_at_their_byte() {
+    let path = small_file();
+    let original = std::fs::read(&path).unwrap();
+    let raw = locate_raw_heads(&original)[0];
+    for (at, value, attribute, index) in [
+        (raw.coef + 4 * 7, f32::NAN, "coef_", 7u64),
+        (raw.coef + 4 * 1023, f32::INFINITY, "coef_", 1023),
+        (raw.coef, f32::NEG_INFINITY, "coef_", 0),
+        (raw.intercept, f32::NAN, "intercept_", 0),
+    ] {
+        let mut bytes = original.clone();
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        let err = parse_ridge(&bytes, &path).unwrap_err();
+        assert!(
+            matches!(&err.kind, JoblibErrorKind::NonFinite { attribute: a, index: i, .. }
+                if *a == attribute && *i == index),
+            "{err}"
+        );
+        assert_eq!(err.offset, at as u64, "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "{}: byte {at}: {attribute}[{index}] is ",
+                path.display()
+            )),
+            "{message}"
+        );
+    }
+
+    // float64 data and a Python float intercept: the offset of the bad value.
+    let bytes = Writer::new()
+        .ridge_start()
+        .str("alpha")
+        .float(10.0)
+        .str("coef_")
+        .array("f8", "<", &[3], &f64_bytes(&[1.0, f64::INFINITY, 2.0]))
+        .str("intercept_")
+        .float(0.0)
+        .ridge_end()
+        .stop();
+    let err = parse(&bytes).unwrap_err();
+    assert!(
+        matches!(
+            err.kind,
+            JoblibErrorKind::NonFinite {
+                attribute: "coef_",
+                index: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        &bytes[err.offset as usize..][..8],
+        f64::INFINITY.to_le_bytes()
+    );
+    let bytes = Writer::new()
+        .ridge_start()
+        .str("alpha")
+        .float(10.0)
+        .str("coef_")
+        .array("f4", "<", &[1], &f32_bytes(&[1.0]))
+        .str("intercept_")
+        .float(f64::NAN)
+        .ridge_end()
+        .stop();
+    let err = parse(&bytes).unwrap_err();
+    assert!(
+        matches!(
+            err.kind,
+            JoblibErrorKind::NonFinite {
+                attribute: "intercept_",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        f64::from_be_bytes(bytes[err.offset as usize..][..8].try_into().unwrap()).to_bits(),
+        f64::NAN.to_bits()
+    );
+}

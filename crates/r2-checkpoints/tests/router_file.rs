@@ -1119,8 +1119,25 @@ fn single_byte_corruptions_of_a_small_router_file_never_panic() {
 // 4. Missing file
 // ---------------------------------------------------------------------------------------------
 
+/// The message of a missing router names what is missing and the two layouts r2 reads, and (as
+/// every library error) no command-line flag or command: the CLI adds those.
+fn router_not_found_mentions(dir: &Path) -> Vec<String> {
+    vec![
+        format!("{} holds no {ROUTER_FILE}", dir.display()),
+        format!("a folder holding {ROUTER_FILE}"),
+        "an upstream R2-Router folder holding config.json and checkpoints/".into(),
+    ]
+}
+
+fn assert_no_cli_hints(err: &Error) {
+    let message = err.to_string();
+    for hint in ["--", "xtask", "$R2_", "cargo "] {
+        assert!(!message.contains(hint), "{message:?} names {hint:?}");
+    }
+}
+
 #[test]
-fn load_router_on_an_empty_folder_says_how_to_convert_the_checkpoints() {
+fn load_router_on_an_empty_folder_names_the_missing_file_and_the_layouts_r2_reads() {
     let tmp = tempfile::tempdir().unwrap();
     let err = load_router(tmp.path(), &pool(&synthetic_pool_json())).unwrap_err();
     let expected_path = tmp.path().join(ROUTER_FILE);
@@ -1131,15 +1148,8 @@ fn load_router_on_an_empty_folder_says_how_to_convert_the_checkpoints() {
         }
         other => panic!("expected RouterNotFound, got {other:?}"),
     }
-    check_message(
-        &err,
-        &expected_path,
-        &[
-            "cargo xtask convert-checkpoints".into(),
-            format!("--out {}", tmp.path().display()),
-        ],
-    )
-    .unwrap();
+    check_message(&err, &expected_path, &router_not_found_mentions(tmp.path())).unwrap();
+    assert_no_cli_hints(&err);
 }
 
 #[test]
@@ -1154,9 +1164,10 @@ fn load_router_on_a_missing_folder_and_read_of_a_missing_file_are_router_not_fou
     check_message(
         &err,
         &missing_dir.join(ROUTER_FILE),
-        &["cargo xtask convert-checkpoints".into()],
+        &router_not_found_mentions(&missing_dir),
     )
     .unwrap();
+    assert_no_cli_hints(&err);
 
     let missing_file = tmp.path().join("other.safetensors");
     let err = RouterFile::read(&missing_file).unwrap_err();
@@ -1687,8 +1698,11 @@ fn convert_upstream_with_a_deleted_joblib_file_names_it_and_writes_nothing() {
     }
 }
 
+/// Upstream's `R2Router.from_pretrained` skips a model of config.json whose
+/// `limited_score_predictors.joblib` does not exist; so does the converter (an edited config.json
+/// no longer matches SHA256SUMS, which is therefore removed first).
 #[test]
-fn convert_upstream_with_a_missing_checkpoint_folder_names_it_and_writes_nothing() {
+fn convert_upstream_skips_a_model_whose_checkpoint_folder_is_missing() {
     let (tmp, copy) = upstream_copy();
     // A model that config.json names but whose folder (the default `<name>_ridge_alpha10.0`) is
     // absent, placed after two real models.
@@ -1714,16 +1728,21 @@ fn convert_upstream_with_a_missing_checkpoint_folder_names_it_and_writes_nothing
     }
     std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
 
-    let folder = copy.join("checkpoints").join("Ghost-1B_ridge_alpha10.0");
+    // With the folder's SHA256SUMS still in place the edited config.json is refused.
     let out = tmp.path().join("out");
     let err = convert_upstream(&copy, &out).unwrap_err();
     assert!(
-        matches!(&err, Error::Joblib(j) if j.path.starts_with(&folder)),
-        "expected a joblib error under {}, got {err:?}",
-        folder.display()
+        matches!(&err, Error::Sha256Mismatch { path, .. } if *path == config_path),
+        "{err:?}"
     );
-    check_message(&err, &folder, &[]).unwrap();
+    check_message(&err, &config_path, &["SHA256SUMS".into()]).unwrap();
     assert_nothing_written(&out);
+
+    std::fs::remove_file(copy.join("SHA256SUMS")).unwrap();
+    let written = convert_upstream(&copy, &out).unwrap();
+    let names: Vec<&str> = written.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, upstream_model_names(), "Ghost-1B is skipped");
+    assert_eq!(RouterFile::read(&out.join(ROUTER_FILE)).unwrap(), written);
 
     // The same with an explicit checkpoint_dir that does not exist, and an out folder that
     // already holds an unrelated file (which must stay untouched).
@@ -1731,16 +1750,25 @@ fn convert_upstream_with_a_missing_checkpoint_folder_names_it_and_writes_nothing
     models.shift_remove("Ghost-1B");
     models["GLM-4.5-Air"]["checkpoint_dir"] = "GLM-4.5-Air_moved".into();
     std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-    let folder = copy.join("checkpoints").join("GLM-4.5-Air_moved");
     let out = tmp.path().join("out2");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("README"), "keep").unwrap();
-    let err = convert_upstream(&copy, &out).unwrap_err();
-    assert!(
-        matches!(&err, Error::Joblib(j) if j.path.starts_with(&folder)),
-        "{err:?}"
-    );
-    check_message(&err, &folder, &[]).unwrap();
-    assert!(!out.join(ROUTER_FILE).exists());
-    assert_eq!(folder_entries(&out), vec!["README".to_owned()]);
+    let written = convert_upstream(&copy, &out).unwrap();
+    let names: Vec<String> = written.models.iter().map(|m| m.name.clone()).collect();
+    let mut expected = upstream_model_names();
+    expected.retain(|m| m != "GLM-4.5-Air");
+    assert_eq!(names, expected);
+    let mut entries = folder_entries(&out);
+    entries.sort();
+    assert_eq!(entries, vec!["README".to_owned(), ROUTER_FILE.to_owned()]);
+    assert_eq!(std::fs::read_to_string(out.join("README")).unwrap(), "keep");
+}
+
+#[test]
+fn a_pool_config_with_a_byte_order_mark_reads_like_one_without() {
+    let text = std::fs::read_to_string(r2_fixtures::upstream_dir().join("config.json")).unwrap();
+    let path = std::path::Path::new("config.json");
+    let plain = PoolConfig::from_json(&text, path).unwrap();
+    let marked = PoolConfig::from_json(&format!("\u{feff}{text}"), path).unwrap();
+    assert_eq!(marked, plain);
 }

@@ -14,13 +14,8 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     data: PathBuf,
 
-    /// Folder with the router to evaluate (router.safetensors)
-    #[arg(long, alias = "checkpoint-dir", value_name = "DIR")]
-    checkpoints: PathBuf,
-
-    /// Model pool config (names and prices) [default: $R2_CONFIG, else the built-in config/r2.json]
-    #[arg(long, alias = "pool", value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    router: crate::RouterArgs,
 
     /// λ values to route with, comma-separated, each in [0, 1] [default: a grid of
     /// --lambda-points values spanning the whole cost range]
@@ -72,8 +67,17 @@ enum SplitArg {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let pool = r2_router::load_pool(args.config.as_deref()).context("loading the pool config")?;
-    let router = r2_checkpoints::load_router(&args.checkpoints, &pool)?;
+    let options = r2_router::Options {
+        checkpoints: args.router.checkpoints.clone(),
+        hf_repo: args.router.hf_repo.clone(),
+        config: args.router.config.clone(),
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..r2_router::Options::default()
+    };
+    let loaded = crate::text::runtime()?
+        .block_on(r2_router::load_router(&options))
+        .with_context(|| format!("loading the router ({})", crate::RouterArgs::HINT))?;
+    let (router, pool) = (loaded.router, loaded.pool);
     let models: Vec<String> = router.models().iter().map(|m| m.name.clone()).collect();
     let pool_label = pool.source.display().to_string();
     let threads = args.threads.unwrap_or_else(|| {

@@ -18,6 +18,7 @@ pub fn router(
 ) -> Result<R2Router> {
     let options = Options {
         checkpoints: router.checkpoints.clone(),
+        hf_repo: router.hf_repo.clone(),
         config: router.config.clone(),
         embed_url: embedder.embed_url.clone(),
         embedding_model_dir: embedder.embedding_model_dir.clone(),
@@ -32,5 +33,5 @@ pub fn router(
     };
     runtime
         .block_on(R2Router::load(options))
-        .context("loading the router")
+        .with_context(|| format!("loading the router ({})", RouterArgs::HINT))
 }

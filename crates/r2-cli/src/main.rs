@@ -3,6 +3,7 @@
 //! Architecture invariant: this crate is glue. It defines the command line, finds files, reads
 //! input and prints output; routing is `r2-core` and checkpoint formats are `r2-checkpoints`.
 
+mod convert;
 mod embed;
 mod eval;
 mod load;
@@ -15,7 +16,7 @@ mod train;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -43,32 +44,60 @@ enum Command {
     /// Serve an OpenAI-compatible routing gateway: POST /v1/chat/completions with model
     /// "r2-router", POST /v1/route, GET /v1/models, /healthz, /metrics.
     Serve(Box<serve::ServeArgs>),
+    /// Convert upstream's release (config.json + checkpoints/*.joblib, a folder or a Hugging
+    /// Face repository) into router.safetensors and its pool config.json.
+    Convert(convert::ConvertArgs),
 }
 
 /// Where the router and the model pool come from.
 #[derive(Args, Debug, Clone)]
 pub struct RouterArgs {
-    /// Folder with the converted router (router.safetensors) [default: $R2_CHECKPOINTS, else
-    /// ./checkpoints if it holds one, else the released checkpoints, fetched, checked and
-    /// converted on first use into the user's cache folder ($R2_CHECKPOINTS_URL overrides the
-    /// download base, R2_OFFLINE=1 forbids downloading)]
-    #[arg(long, alias = "checkpoint-dir", value_name = "DIR")]
+    /// Folder with the router: router.safetensors, or upstream's layout (config.json +
+    /// checkpoints/<model>_ridge_alpha10.0/*.joblib, read as it is) [default: $R2_CHECKPOINTS,
+    /// else ./checkpoints if it holds a router, else the released checkpoints, fetched, checked
+    /// and converted on first use into the user's cache folder ($R2_CHECKPOINTS_URL overrides
+    /// the download base, R2_OFFLINE=1 forbids downloading)]
+    #[arg(
+        long,
+        alias = "checkpoint-dir",
+        value_name = "DIR",
+        conflicts_with = "hf_repo"
+    )]
     pub checkpoints: Option<PathBuf>,
 
+    /// Hugging Face repository holding the router in either layout, e.g. JiaqiXue/R2-Router
+    /// (downloaded into the Hugging Face cache on first use; HF_ENDPOINT, HF_HOME,
+    /// HF_HUB_OFFLINE and HF_TOKEN apply)
+    #[arg(long, value_name = "REPO[@REVISION]")]
+    pub hf_repo: Option<r2_router::RepoRef>,
+
     /// Model pool config (JSON, upstream's config.json format) [default: $R2_CONFIG, else the
-    /// built-in config/r2.json]
-    #[arg(long, value_name = "FILE")]
+    /// router folder's config.json (an upstream folder's own), else the built-in config/r2.json]
+    #[arg(long, alias = "pool", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
 
+impl RouterArgs {
+    /// What to tell a user whose router could not be loaded.
+    pub const HINT: &'static str = "pass --checkpoints DIR (a folder with router.safetensors, or \
+        upstream's config.json + checkpoints/) or --hf-repo REPO, or convert upstream's release \
+        with `r2 convert --from DIR --out DIR`";
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `--lambda -0.1` is a value (and then a range error), not an unknown flag `-0`.
+    let command = Cli::command().mut_subcommands(|c| c.allow_negative_numbers(true));
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Route(args) => route::run(*args),
         Command::Embed(args) => embed::run(args),
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(*args),
         Command::Serve(args) => serve::run(*args),
+        Command::Convert(args) => convert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,8 +109,25 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_chain(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined with ": ", leaving out a cause whose text an earlier message
+/// already holds (many errors print their source inside their own message).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }

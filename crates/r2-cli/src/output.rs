@@ -82,19 +82,19 @@ pub fn python_json<T: Serialize>(value: &T) -> String {
 /// The line upstream's route.py prints between the decision and the response: 40 dashes.
 pub const GENERATION_RULE: &str = "----------------------------------------";
 
-/// upstream route.py's text: candidates, the selected LLM and budget, and with `verbose` every
-/// option ranked by risk.
+/// upstream route.py's `print_human_readable`: the candidates, the selected LLM and the budget,
+/// each block after a blank line; with `verbose`, then the `All options:` block, every option
+/// ranked by risk (as route.py prints it for route-only runs).
 pub fn human(report: &Report, d: &Decision, candidates: &[&str], verbose: bool) -> String {
     let mut out = format!(
-        "Candidate LLMs: {}\nSelected LLM: {}\nSelected budget: {}\n",
+        "Candidate LLMs:\n{}\n\nSelected LLM: {}\n\nSelected budget: {}\n",
         candidates.join(", "),
         report.model_name(d.choice.model),
         d.choice.budget
     );
     if verbose {
         out.push_str("\nAll options:\n");
-        for o in &d.ranked {
-            let o = report.option(o);
+        for o in report.ranked(d) {
             out.push_str(&format!(
                 "- {} @ {}: quality={}, cost=${}, risk={}\n",
                 o.model,
@@ -105,6 +105,53 @@ pub fn human(report: &Report, d: &Decision, candidates: &[&str], verbose: bool) 
             ));
         }
     }
+    out
+}
+
+/// What route.py prints between the decision and the answer: a blank line, the rule, a blank
+/// line and `Response:` (the answer follows on the next line).
+pub fn response_header() -> String {
+    format!("\n{GENERATION_RULE}\n\nResponse:\n")
+}
+
+/// The line upstream's `R2Router.from_pretrained(..., verbose=True)` prints when it has loaded
+/// the checkpoints (route.py's `--verbose`): `R2-Router loaded 11 models: ['GLM-4.5-Air', …]`.
+pub fn loaded_line(models: &[&str]) -> String {
+    let names: Vec<String> = models.iter().map(|m| py_str(m)).collect();
+    format!(
+        "R2-Router loaded {} models: [{}]\n",
+        models.len(),
+        names.join(", ")
+    )
+}
+
+/// A string as Python's `repr` prints it: in single quotes unless it holds a single quote and no
+/// double quote; backslashes, the quote and control characters escaped.
+pub fn py_str(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
     out
 }
 
@@ -131,6 +178,27 @@ mod tests {
         for (x, want) in cases {
             assert_eq!(py_float(x), want, "{x:e}");
         }
+    }
+
+    #[test]
+    fn strings_print_like_python_repr() {
+        // Expectations from CPython 3.11 `repr`.
+        let cases = [
+            ("GLM-4.5-Air", "'GLM-4.5-Air'"),
+            ("it's", "\"it's\""),
+            ("say \"hi\"", "'say \"hi\"'"),
+            ("both ' and \"", "'both \\' and \"'"),
+            ("a\\b\n", "'a\\\\b\\n'"),
+            ("\u{1}", "'\\x01'"),
+            ("é", "'é'"),
+        ];
+        for (s, want) in cases {
+            assert_eq!(py_str(s), want, "{s:?}");
+        }
+        assert_eq!(
+            loaded_line(&["a", "b"]),
+            "R2-Router loaded 2 models: ['a', 'b']\n"
+        );
     }
 
     #[test]

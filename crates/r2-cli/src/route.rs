@@ -9,7 +9,7 @@ use r2_core::{RouteParams, Router};
 use r2_router::R2Router;
 use serde::Deserialize;
 
-use crate::output::{human, python_json, GENERATION_RULE};
+use crate::output::{human, loaded_line, python_json, response_header};
 use crate::text::{self, EmbedderArgs, LlmArgs, Progress, Queries};
 use crate::{load, RouterArgs};
 use r2_router::report::Report;
@@ -131,6 +131,13 @@ pub fn run(args: RouteArgs) -> Result<()> {
         .collect();
 
     let stdout = std::io::stdout();
+    if args.verbose && !args.json {
+        // route.py's --verbose: the loader's line first.
+        let loaded: Vec<&str> = router.models().iter().map(|m| m.name.as_str()).collect();
+        let mut out = stdout.lock();
+        out.write_all(loaded_line(&loaded).as_bytes())?;
+        out.flush()?;
+    }
     let mut session = Session {
         router,
         params: &params,
@@ -261,6 +268,11 @@ fn parse_line(
     dim: usize,
 ) -> Result<Option<InputLine>> {
     let line = line.with_context(|| format!("{label}: line {number}: cannot read"))?;
+    // A byte-order mark (as some editors write) at the start of the file is not JSON.
+    let line = match (number, line.strip_prefix('\u{feff}')) {
+        (1, Some(rest)) => rest.to_owned(),
+        _ => line,
+    };
     if line.trim().is_empty() {
         return Ok(None);
     }
@@ -333,28 +345,8 @@ impl<W: Write> Session<'_, W> {
         } else {
             1
         };
-        let decisions = if self.interpolate > 0 {
-            // The exact path with the interpolated budgets, one query at a time.
-            let dim = self.router.dim();
-            batch
-                .values
-                .chunks_exact(dim)
-                .zip(&batch.tokens)
-                .enumerate()
-                .map(|(q, (x, &t))| {
-                    self.router
-                        .route_interpolated(x, t, self.params, self.interpolate)
-                        .map_err(|e| anyhow!("{}: line {}: {e}", self.label, batch.lines[q].0))
-                })
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            self.router
-                .route_batch_parallel(&batch.values, &batch.tokens, self.params, threads)
-                .map_err(|e| match query_of(&e) {
-                    Some(q) => anyhow!("{}: line {}: {e}", self.label, batch.lines[q].0),
-                    None => anyhow!(e),
-                })?
-        };
+        // On a query that cannot be routed, the queries before it are still printed.
+        let (decisions, failed) = self.route_batch(batch, threads);
         for ((number, line), decision) in batch.lines.iter().zip(&decisions) {
             if self.generate.is_some() {
                 self.generate_and_print(*number, line, decision)?;
@@ -379,7 +371,58 @@ impl<W: Write> Session<'_, W> {
         batch.lines.clear();
         batch.values.clear();
         batch.tokens.clear();
-        Ok(())
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The decisions of the batch's queries up to the first one that cannot be routed, and that
+    /// query's error (naming its line).
+    fn route_batch(
+        &self,
+        batch: &Batch,
+        threads: usize,
+    ) -> (Vec<r2_core::Decision>, Option<anyhow::Error>) {
+        let at_line = |q: usize, e: &r2_core::Error| {
+            anyhow!("{}: line {}: {e}", self.label, batch.lines[q].0)
+        };
+        let dim = self.router.dim();
+        if self.interpolate > 0 {
+            // The exact path with the interpolated budgets, one query at a time.
+            let mut decisions = Vec::with_capacity(batch.tokens.len());
+            for (q, (x, &t)) in batch
+                .values
+                .chunks_exact(dim)
+                .zip(&batch.tokens)
+                .enumerate()
+            {
+                match self
+                    .router
+                    .route_interpolated(x, t, self.params, self.interpolate)
+                {
+                    Ok(d) => decisions.push(d),
+                    Err(e) => return (decisions, Some(at_line(q, &e))),
+                }
+            }
+            return (decisions, None);
+        }
+        let route = |n: usize| {
+            self.router.route_batch_parallel(
+                &batch.values[..n * dim],
+                &batch.tokens[..n],
+                self.params,
+                threads,
+            )
+        };
+        match route(batch.tokens.len()) {
+            Ok(decisions) => (decisions, None),
+            Err(e) => match query_of(&e) {
+                // The queries before the first bad one route (the batch names the first).
+                Some(q) => (route(q).unwrap_or_default(), Some(at_line(q, &e))),
+                None => (Vec::new(), Some(anyhow!(e))),
+            },
+        }
     }
 }
 
@@ -400,7 +443,7 @@ impl<W: Write> Session<'_, W> {
                 writeln!(self.out)?;
             }
             let head = human(self.names, decision, self.candidates, false);
-            write!(self.out, "{head}{GENERATION_RULE}\nResponse:\n")?;
+            write!(self.out, "{head}{}", response_header())?;
             self.out.flush()?;
         }
         let streaming = g.stream && !self.json;
@@ -459,6 +502,7 @@ fn query_of(e: &r2_core::Error) -> Option<usize> {
     match e {
         r2_core::Error::DimensionMismatch { query, .. }
         | r2_core::Error::NonFiniteEmbedding { query, .. }
+        | r2_core::Error::NonFinitePrediction { query, .. }
         | r2_core::Error::NothingWithinMaxCost { query, .. } => Some(*query),
         _ => None,
     }

@@ -50,9 +50,39 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = r2_serve::DEFAULT_BODY_LIMIT, value_name = "BYTES")]
     body_limit: usize,
 
-    /// Requests in flight on /v1/* at most; one more gets 429 at once
+    /// Requests in flight on /v1/* at most; one more gets 429 at once. A request counts once its
+    /// body has been read, until its answer has been sent
     #[arg(long, default_value_t = r2_serve::DEFAULT_MAX_CONCURRENCY, value_name = "N")]
     max_concurrency: usize,
+
+    /// Open connections at most; more wait in the listen backlog until one closes. Each request
+    /// may also hold a connection to the provider and one to the embedding server: keep 3 × N
+    /// below the file-descriptor limit (`ulimit -n`, often 1024)
+    #[arg(long, default_value_t = r2_serve::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    max_connections: usize,
+
+    /// Seconds allowed for a request head (from the connection's start for its first request,
+    /// from the first byte for later ones); past it the connection is closed
+    #[arg(long, default_value_t = r2_serve::DEFAULT_HEADER_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    header_timeout: f64,
+
+    /// Seconds allowed for a whole request body; past it the answer is 408 and the connection is
+    /// closed
+    #[arg(long, default_value_t = r2_serve::DEFAULT_BODY_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    body_timeout: f64,
+
+    /// Seconds a keep-alive connection may wait for its next request before it is closed
+    #[arg(long, default_value_t = r2_serve::DEFAULT_IDLE_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    idle_timeout: f64,
+
+    /// Seconds a client may take no byte of its answer before its connection is closed
+    #[arg(long, default_value_t = r2_serve::DEFAULT_SEND_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    send_timeout: f64,
+
+    /// Seconds the requests in flight get to finish after SIGTERM/SIGINT; then the remaining
+    /// connections are closed and the server exits (0: at once)
+    #[arg(long, default_value_t = r2_serve::DEFAULT_DRAIN_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    drain_timeout: f64,
 
     /// Seconds allowed for the provider's answer (for a stream: for its headers, then for each
     /// next piece); past it the client gets 504
@@ -77,17 +107,25 @@ pub fn run(args: ServeArgs) -> Result<()> {
             r2_serve::API_KEY_ENV
         );
     }
-    let timeout = Duration::try_from_secs_f64(args.provider_timeout)
+    let timeout = seconds("--provider-timeout", args.provider_timeout)?;
+    let header_timeout = seconds("--header-timeout", args.header_timeout)?;
+    let body_timeout = seconds("--body-timeout", args.body_timeout)?;
+    let idle_timeout = seconds("--idle-timeout", args.idle_timeout)?;
+    let send_timeout = seconds("--send-timeout", args.send_timeout)?;
+    let drain_timeout = Duration::try_from_secs_f64(args.drain_timeout)
         .ok()
-        .filter(|t| !t.is_zero())
         .with_context(|| {
             format!(
-                "--provider-timeout must be a positive number of seconds, got {}",
-                args.provider_timeout
+                "--drain-timeout must be a number of seconds ≥ 0, got {}",
+                args.drain_timeout
             )
         })?;
+    if args.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
     let options = Options {
         checkpoints: args.router.checkpoints.clone(),
+        hf_repo: args.router.hf_repo.clone(),
         config: args.router.config.clone(),
         embed_url: args.embedder.embed_url.clone(),
         embedding_model_dir: args.embedder.embedding_model_dir.clone(),
@@ -108,12 +146,18 @@ pub fn run(args: ServeArgs) -> Result<()> {
         api_key,
         body_limit: args.body_limit,
         max_concurrency: args.max_concurrency,
+        max_connections: args.max_connections,
+        header_timeout,
+        body_timeout,
+        idle_timeout,
+        send_timeout,
+        drain_timeout,
     };
     let runtime = text::runtime()?;
     runtime.block_on(async move {
         let r2 = R2Router::load(options)
             .await
-            .context("loading the router")?;
+            .with_context(|| format!("loading the router ({})", RouterArgs::HINT))?;
         let state = AppState::new(r2, serve_options)
             .await
             .context("setting up the embedder")?;
@@ -125,12 +169,20 @@ pub fn run(args: ServeArgs) -> Result<()> {
             "r2 serve: listening on http://{address} ({})",
             summary(&state)
         );
-        r2_serve::serve(listener, state, shutdown())
+        r2_serve::serve(listener, state, shutdown(drain_timeout))
             .await
             .context("serving")?;
         eprintln!("r2 serve: stopped");
         Ok(())
     })
+}
+
+/// A positive number of seconds given to `flag`.
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .with_context(|| format!("{flag} must be a positive number of seconds, got {value}"))
 }
 
 /// Models, λ, authentication and provider, for the line printed when listening (no keys).
@@ -149,17 +201,20 @@ fn summary(state: &AppState) -> String {
     };
     let auth = if state.auth_enabled() { "on" } else { "off" };
     format!(
-        "models: {} + {pool} pool models, {routed}; λ {}; client auth {auth}; {provider}",
+        "models: {} + {pool} pool models, {routed}; λ {}; client auth {auth}; {provider}; up to \
+         {} connections",
         r2_serve::ROUTER_MODEL,
-        r2.lambda()
+        r2.lambda(),
+        state.options().max_connections
     )
 }
 
 /// The first SIGINT/SIGTERM starts a graceful shutdown; a second one ends the process at once.
-async fn shutdown() {
+async fn shutdown(drain_timeout: Duration) {
     r2_serve::shutdown_signal().await;
     eprintln!(
-        "r2 serve: shutting down: waiting for the requests in flight (signal again to stop now)"
+        "r2 serve: shutting down: waiting up to {drain_timeout:?} for the requests in flight \
+         (signal again to stop now)"
     );
     tokio::spawn(async {
         r2_serve::shutdown_signal().await;

@@ -128,7 +128,12 @@ impl Queries {
                     if read == 0 {
                         break;
                     }
-                    let text = buf.trim();
+                    // A byte-order mark at the start of the file is not part of the first query.
+                    let text = if *line == 1 {
+                        buf.trim_start_matches('\u{feff}').trim()
+                    } else {
+                        buf.trim()
+                    };
                     if !text.is_empty() {
                         chunk.push(Query {
                             line: *line,

@@ -168,15 +168,14 @@ fn human_output_has_the_rule_and_the_response_and_streams_the_same_text() {
         .unwrap());
     assert_eq!(plain, streamed);
     let lines: Vec<&str> = plain.lines().collect();
-    assert_eq!(
-        lines[0],
-        format!("Candidate LLMs: {}", available.join(", "))
-    );
-    assert!(lines[1].starts_with("Selected LLM: "));
-    assert!(lines[2].starts_with("Selected budget: "));
-    assert_eq!(lines[3], "-".repeat(40));
-    assert_eq!(lines[4], "Response:");
-    assert!(lines[5].starts_with("Answer from "), "{plain}");
+    assert_eq!(lines[0], "Candidate LLMs:");
+    assert_eq!(lines[1], available.join(", "));
+    assert!(lines[3].starts_with("Selected LLM: "));
+    assert!(lines[5].starts_with("Selected budget: "));
+    assert_eq!(lines[7], "-".repeat(40));
+    assert_eq!(lines[9], "Response:");
+    assert!(lines[10].starts_with("Answer from "), "{plain}");
+    assert_eq!([lines[2], lines[4], lines[6], lines[8]], [""; 4]);
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].body.get("stream"), None);

@@ -312,3 +312,17 @@ fn in_process_embedding_errors_are_clear() {
     );
     assert!(err.contains("/nonexistent/model"), "{err}");
 }
+
+#[test]
+fn embed_uses_whatever_model_it_is_given() {
+    // The built-in pool says 1024-d; the tiny model gives 64-d vectors, and `r2 embed` routes
+    // nothing, so it embeds.
+    let out = ok(r2()
+        .args(["embed", "--query", "hello world", "--embedding-model-dir"])
+        .arg(r2_fixtures::tiny_qwen3_dir())
+        .output()
+        .unwrap());
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["query"], "hello world");
+    assert_eq!(v["embedding"].as_array().unwrap().len(), 64);
+}

@@ -196,7 +196,7 @@ fn human_output_has_upstream_sections() {
     let names: Vec<&str> = pool.models.iter().map(|m| m.name.as_str()).collect();
     let block = |g: &Value| {
         format!(
-            "Candidate LLMs: {}\nSelected LLM: {}\nSelected budget: {}\n",
+            "Candidate LLMs:\n{}\n\nSelected LLM: {}\n\nSelected budget: {}\n",
             names.join(", "),
             g["model"].as_str().unwrap(),
             match &g["budget"] {
@@ -221,8 +221,13 @@ fn human_output_has_upstream_sections() {
         ],
         Some(&first_two),
     ));
-    let first = verbose.split("\n\n").next().unwrap();
-    assert!(first.starts_with("Candidate LLMs: GLM-4.5-Air, gemma-3-4b-it\n"));
+    let (loaded, rest) = verbose.split_once('\n').unwrap();
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    assert_eq!(
+        loaded,
+        format!("R2-Router loaded 11 models: [{}]", quoted.join(", "))
+    );
+    assert!(rest.starts_with("Candidate LLMs:\nGLM-4.5-Air, gemma-3-4b-it\n\n"));
     assert!(verbose.contains("\nAll options:\n- "));
     let options = verbose.lines().filter(|l| l.starts_with("- ")).count();
     assert_eq!(options, 2 * 2 * 16);
@@ -425,7 +430,7 @@ fn setup_errors_say_what_to_do() {
         .output()
         .unwrap();
     let err = stderr(&out);
-    assert!(err.contains("cargo xtask convert-checkpoints"), "{err}");
+    assert!(err.contains("r2 convert --from"), "{err}");
 
     // Nothing in ./checkpoints, nothing cached and downloads forbidden: say how to get a router.
     let out = r2()
@@ -438,7 +443,7 @@ fn setup_errors_say_what_to_do() {
         .unwrap();
     let err = stderr(&out);
     assert!(
-        err.contains("R2_OFFLINE") && err.contains("cargo xtask convert-checkpoints"),
+        err.contains("R2_OFFLINE") && err.contains("r2 convert --from"),
         "{err}"
     );
 
@@ -547,4 +552,82 @@ fn the_first_run_fetches_checks_and_caches_the_released_checkpoints() {
     assert_eq!(first, by_hand);
     assert_eq!(stdout(&run()), first);
     assert_eq!(log.lock().unwrap().len(), 34);
+}
+
+#[test]
+fn negative_numbers_reach_the_value_checks() {
+    let input = golden_input();
+    let input = input.to_str().unwrap();
+    for (flag, value, needle) in [
+        (
+            "--lambda",
+            "-0.1",
+            "lambda must be a number in [0, 1], got -0.1",
+        ),
+        (
+            "--max-cost",
+            "-1",
+            "max cost must be a finite number of USD ≥ 0, got -1",
+        ),
+        (
+            "--input-tokens",
+            "-3",
+            "invalid value '-3' for '--input-tokens <N>'",
+        ),
+        (
+            "--interpolate",
+            "-2",
+            "invalid value '-2' for '--interpolate <K>'",
+        ),
+    ] {
+        let err = stderr(&route(&["--embeddings", input, flag, value], None));
+        assert!(err.contains(needle), "{flag} {value}: {err}");
+        assert!(
+            !err.contains("unexpected argument"),
+            "{flag} {value}: {err}"
+        );
+    }
+}
+
+#[test]
+fn an_error_and_its_cause_are_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = stderr(&route(
+        &["--embeddings", dir.path().to_str().unwrap()],
+        None,
+    ));
+    assert_eq!(err.matches("Is a directory").count(), 1, "{err}");
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+}
+
+#[test]
+fn a_byte_order_mark_at_the_start_of_the_embeddings_is_ignored() {
+    let text = std::fs::read_to_string(golden_input()).unwrap();
+    let plain = stdout(&route(&["--embeddings", "-", "--json"], Some(&text)));
+    let marked = stdout(&route(
+        &["--embeddings", "-", "--json"],
+        Some(&format!("\u{feff}{text}")),
+    ));
+    assert_eq!(plain, marked);
+    // Not at the start of a later line: that line is named.
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[2] = format!("\u{feff}{}", lines[2]);
+    let err = stderr(&route(&["--embeddings", "-"], Some(&lines.join("\n"))));
+    assert!(err.contains("line 3"), "{err}");
+}
+
+#[test]
+fn embeddings_whose_predictions_overflow_are_an_error_naming_the_line() {
+    let text = std::fs::read_to_string(golden_input()).unwrap();
+    let mut lines: Vec<String> = text.lines().take(3).map(str::to_owned).collect();
+    let huge = vec!["1e308"; 1024].join(", ");
+    lines[1] = format!("{{\"id\": 99, \"embedding\": [{huge}]}}");
+    let out = route(&["--embeddings", "-", "--json"], Some(&lines.join("\n")));
+    let err = stderr(&out);
+    assert!(
+        err.contains("<stdin>: line 2") && err.contains("predicts"),
+        "{err}"
+    );
+    // The line before it was still routed and printed.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
 }

@@ -14,6 +14,11 @@ const CLIENT_KEY: &str = "client-SERVE-SECRET-5151";
 /// Starts `r2 serve` on port 0 with a provider that fails with HTTP 500 (echoing the key it was
 /// sent) and the golden embeddings; returns the process, its address and its stderr lines.
 fn start() -> (Child, SocketAddr, mpsc::Receiver<String>) {
+    start_with(&[])
+}
+
+/// [`start`] with more arguments.
+fn start_with(extra: &[&str]) -> (Child, SocketAddr, mpsc::Receiver<String>) {
     let (chat, _) = r2_fixtures::start_chat_server(r2_fixtures::ChatReply::Status(500));
     let table: HashMap<String, Vec<f64>> = r2_fixtures::golden_inputs()
         .into_iter()
@@ -34,6 +39,7 @@ fn start() -> (Child, SocketAddr, mpsc::Receiver<String>) {
         .args(["--llm-api-base", &format!("http://{chat}/api/v1")])
         .args(["--llm-api-key", PROVIDER_KEY])
         .args(["--port", "0", "--provider-retries", "0"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -134,5 +140,124 @@ fn serve_on_port_zero_answers_keeps_keys_out_of_its_log_and_stops_on_sigterm() {
     let log = log.join("\n");
     check_no_key(&log);
     assert!(log.contains("r2 serve: 502"), "{log}");
+    assert!(log.contains("r2 serve: stopped"), "{log}");
+}
+
+#[test]
+fn serve_help_lists_the_connection_limits_and_timeouts_with_their_defaults() {
+    let output = Command::new(env!("CARGO_BIN_EXE_r2"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    // Each flag with its default, as clap prints it (the text may wrap between them).
+    for (flag, default) in [
+        ("--max-connections <N>", "[default: 256]"),
+        ("--header-timeout <SECONDS>", "[default: 10]"),
+        ("--body-timeout <SECONDS>", "[default: 30]"),
+        ("--idle-timeout <SECONDS>", "[default: 30]"),
+        ("--send-timeout <SECONDS>", "[default: 30]"),
+        ("--drain-timeout <SECONDS>", "[default: 30]"),
+        ("--max-concurrency <N>", "[default: 512]"),
+    ] {
+        let at = help
+            .find(flag)
+            .unwrap_or_else(|| panic!("{flag} missing from:\n{help}"));
+        // The flag's entry: its line and the lines up to the next flag.
+        let mut lines = help[at..].lines();
+        let mut entry = lines.next().unwrap_or_default().to_owned();
+        for line in lines.take_while(|l| !l.trim_start().starts_with('-')) {
+            entry.push_str(line);
+        }
+        assert!(entry.contains(default), "{flag}: no {default} in {entry:?}");
+    }
+}
+
+#[test]
+fn serve_refuses_zero_timeouts_and_a_zero_connection_cap() {
+    for (flag, value) in [
+        ("--header-timeout", "0"),
+        ("--body-timeout", "-1"),
+        ("--idle-timeout", "0"),
+        ("--send-timeout", "nan"),
+        ("--drain-timeout", "-2"),
+        ("--max-connections", "0"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_r2"))
+            .env_remove("R2_SERVER_API_KEY")
+            .args(["serve", "--port", "0", flag, value])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{flag} {value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}
+
+#[test]
+fn serve_closes_half_sent_heads_and_sigterm_does_not_wait_for_a_stalled_body() {
+    let (mut child, address, stderr) = start_with(&[
+        "--header-timeout",
+        "0.3",
+        "--body-timeout",
+        "120",
+        "--drain-timeout",
+        "0.5",
+        "--max-connections",
+        "4",
+    ]);
+
+    // Half-sent heads, more than the cap: each is closed without an answer.
+    let mut half = Vec::new();
+    for _ in 0..6 {
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: r2\r\n")
+            .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        half.push(stream);
+    }
+    for stream in &mut half {
+        let mut rest = Vec::new();
+        match stream.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest)),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+    assert_eq!(get(address, "/healthz", None).0, 200);
+
+    // A body that never comes, then SIGTERM: the server stops after the drain timeout, not the
+    // body timeout.
+    let mut stalled = TcpStream::connect(address).unwrap();
+    let head = format!(
+        "POST /v1/route HTTP/1.1\r\nHost: r2\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("r2 serve did not stop within 30 s of SIGTERM with a stalled body");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    let log: Vec<String> = stderr.iter().collect();
+    let log = log.join("\n");
+    check_no_key(&log);
     assert!(log.contains("r2 serve: stopped"), "{log}");
 }

@@ -46,6 +46,25 @@ pub enum Error {
     #[error("malformed answer from the embedding server at {url}: {reason}")]
     Malformed { url: String, reason: String },
 
+    /// The server's answer is larger than any honest answer to the request could be: more than
+    /// `limit` bytes (`VllmEmbedder::answer_limit(texts, dim)`: 64 bytes per value, 1 KiB per
+    /// text, 1 MiB in all). Reading stopped as soon as the limit was passed; not retried.
+    #[error(
+        "the embedding server at {url} sent an answer larger than {limit} bytes for {texts} \
+         texts of {dim} values (at most 64 bytes per value, 1 KiB per text and 1 MiB more are \
+         accepted); reading stopped there. Is it an OpenAI-compatible embeddings server for a \
+         {dim}-d model?"
+    )]
+    AnswerTooLarge {
+        url: String,
+        /// The limit, in bytes.
+        limit: usize,
+        /// Texts in the request.
+        texts: usize,
+        /// Values expected per embedding.
+        dim: usize,
+    },
+
     /// No answer within the timeout.
     #[error("the embedding server at {url} did not answer within {timeout:?}; raise the timeout or check the server")]
     Timeout { url: String, timeout: Duration },

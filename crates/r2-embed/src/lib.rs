@@ -5,6 +5,8 @@
 //! has one small trait, [`Embedder`], and two backends behind features:
 //!
 //! - `http` (default): `VllmEmbedder`, a client of any OpenAI-compatible `/v1/embeddings` server.
+//!   Answers are bounded by `VllmEmbedder::answer_limit(texts, dim)` bytes (1 MiB + texts × (dim ×
+//!   64 + 1024)); past it the call fails with `Error::AnswerTooLarge` without reading the rest.
 //! - `local`: `LocalQwen3Embedder`, Qwen3 run in-process with candle on the CPU.
 //!
 //! Architecture invariant: this crate turns texts into vectors and nothing else: it knows nothing of

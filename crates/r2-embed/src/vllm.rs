@@ -1,4 +1,9 @@
 //! A client of the OpenAI embeddings API as served by `vllm serve <model> --runner pooling`.
+//!
+//! Answers are bounded by what an honest answer to the request could hold
+//! ([`VllmEmbedder::answer_limit`]) and read chunk by chunk: a larger answer fails with
+//! [`Error::AnswerTooLarge`] as soon as the limit is passed, before the rest is read. Of an error
+//! answer only the first [`VllmEmbedder::MAX_ERROR_BODY_BYTES`] are read.
 
 use std::fmt;
 use std::time::Duration;
@@ -49,7 +54,8 @@ impl Default for VllmOptions {
 
 /// Embeds texts with an OpenAI-compatible `/v1/embeddings` server such as vLLM.
 ///
-/// Cloning is cheap: clones share one connection pool.
+/// Cloning is cheap: clones share one connection pool. An answer may hold at most
+/// [`VllmEmbedder::answer_limit`] bytes for its texts and dimension.
 #[derive(Clone)]
 pub struct VllmEmbedder {
     client: reqwest::Client,
@@ -69,6 +75,34 @@ impl fmt::Debug for VllmEmbedder {
 }
 
 impl VllmEmbedder {
+    /// Bytes an answer may spend on each embedding value: a float as JSON text takes at most 25
+    /// (`-1.2345678901234567e-300,`), so this is generous.
+    pub const MAX_ANSWER_BYTES_PER_VALUE: usize = 64;
+
+    /// Bytes an answer may spend on each text besides its values (`{"object": "embedding",
+    /// "index": 12, "embedding": [...]}` and whitespace).
+    pub const MAX_ANSWER_BYTES_PER_TEXT: usize = 1024;
+
+    /// Bytes every answer may spend besides its embeddings (`id`, `model`, `usage`, ...): 1 MiB.
+    pub const MIN_ANSWER_LIMIT: usize = 1024 * 1024;
+
+    /// The most bytes of an error answer's body that are read (its message is cut to 500
+    /// characters anyway): 64 KiB.
+    pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+    /// The largest answer accepted for a request of `texts` texts whose embeddings have `dim`
+    /// values: [`Self::MIN_ANSWER_LIMIT`] + `texts` × (`dim` ×
+    /// [`Self::MAX_ANSWER_BYTES_PER_VALUE`] + [`Self::MAX_ANSWER_BYTES_PER_TEXT`]); for 64 texts
+    /// of 1024 values, 5.1 MiB.
+    pub fn answer_limit(texts: usize, dim: usize) -> usize {
+        let per_text = dim
+            .saturating_mul(Self::MAX_ANSWER_BYTES_PER_VALUE)
+            .saturating_add(Self::MAX_ANSWER_BYTES_PER_TEXT);
+        texts
+            .saturating_mul(per_text)
+            .saturating_add(Self::MIN_ANSWER_LIMIT)
+    }
+
     /// A client of the server at `base_url` (e.g. `http://localhost:8000`) for `model`.
     ///
     /// Requests go to `{base_url}/v1/embeddings`; a trailing `/`, `/v1` or `/v1/embeddings` on
@@ -140,15 +174,20 @@ impl VllmEmbedder {
             .map_err(|e| self.transport_failure(&e))?;
         let status = response.status();
         if status.is_success() {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| self.transport_failure(&e))?;
-            return Ok(body.to_vec());
+            let limit = Self::answer_limit(texts.len(), self.options.dim);
+            return read_limited(response, limit).await.map_err(|e| match e {
+                BodyError::TooLarge => Failure::Final(Error::AnswerTooLarge {
+                    url: self.url.clone(),
+                    limit,
+                    texts: texts.len(),
+                    dim: self.options.dim,
+                }),
+                BodyError::Transport(e) => self.transport_failure(&e),
+            });
         }
         // The status alone decides what happens next, so an error body that cannot be read is
-        // treated as empty.
-        let body = response.bytes().await.unwrap_or_default();
+        // treated as empty, and only its start is read.
+        let body = read_prefix(response, Self::MAX_ERROR_BODY_BYTES).await;
         let error = Error::Status {
             url: self.url.clone(),
             status: status.as_u16(),
@@ -278,6 +317,47 @@ struct EmbeddingsResponse {
 struct EmbeddingItem {
     index: usize,
     embedding: Vec<f32>,
+}
+
+/// Why a body could not be read whole.
+enum BodyError {
+    /// It is longer than the limit (by its `Content-Length`, or as it arrived).
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// The body of `response`, chunk by chunk, failing as soon as it is longer than `limit` bytes.
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The first `max` bytes of a body (what could be read of them; the rest is not read).
+async fn read_prefix(mut response: reqwest::Response, max: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = max - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= max {
+            break;
+        }
+    }
+    body
 }
 
 /// `{base}/v1/embeddings` for a base URL that may end in `/`, `/v1` or `/v1/embeddings`.

@@ -1,30 +1,21 @@
-//! `LocalQwen3Embedder::from_hub` against a Hugging Face Hub stand-in on 127.0.0.1.
-//!
-//! The server speaks the part of the Hub protocol hf-hub 0.4 uses: `GET
-//! {endpoint}/{repo}/resolve/{revision}/{file}` with `Range: bytes=0-0` for the metadata (answered
-//! with `x-repo-commit`, `etag` and `content-range: bytes 0-0/{size}`), then ranged `GET`s for the
-//! content. Like the real Hub for large (LFS) files, `model.safetensors` is answered with a 302 to
-//! another host (`localhost` instead of `127.0.0.1`) carrying `x-linked-etag`; hf-hub then reads
-//! the size from the redirect target.
+//! `LocalQwen3Embedder::from_hub` against the Hugging Face Hub stand-in of `r2_fixtures::hub` on
+//! 127.0.0.1 (the Hub protocol hf-hub 0.4 speaks; `model.safetensors` behind an LFS-style
+//! redirect to another host).
 //!
 //! The `HF_*` variables are process-wide, so every test holds `ENV_LOCK` while it runs.
 
 #![cfg(feature = "local")]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode, Uri};
-use axum::response::Response;
 use r2_embed::{Embedder, Error, LocalQwen3Embedder};
+use r2_fixtures::hub::{closed_endpoint, HubRepo, HubServer, COMMIT};
 use serde_json::Value;
 
 static ENV_LOCK: Mutex<()> = Mutex::new(());
 
-const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 
 fn lock_env() -> MutexGuard<'static, ()> {
@@ -69,149 +60,6 @@ fn texts() -> Vec<String> {
         .map(|c| c["text"].as_str().unwrap().to_owned())
         .filter(|t| !t.is_empty())
         .collect()
-}
-
-/// FNV-1a, as a stand-in for the Hub's sha256 etags.
-fn etag(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h = (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
-
-#[derive(Default)]
-struct HubRepo {
-    files: HashMap<String, Vec<u8>>,
-    /// Files answered with a redirect to `/cdn/{etag}` on another host, like LFS files.
-    redirected: HashSet<String>,
-}
-
-struct Hub {
-    port: u16,
-    repos: HashMap<String, HubRepo>,
-    blobs: HashMap<String, Vec<u8>>,
-    log: Mutex<Vec<String>>,
-}
-
-/// A running stand-in Hub.
-struct Server {
-    endpoint: String,
-    hub: Arc<Hub>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(repos: HashMap<String, HubRepo>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let blobs = repos
-            .values()
-            .flat_map(|r| r.files.values())
-            .map(|bytes| (etag(bytes), bytes.clone()))
-            .collect();
-        let hub = Arc::new(Hub {
-            port,
-            repos,
-            blobs,
-            log: Mutex::new(Vec::new()),
-        });
-        let app = axum::Router::new().fallback(serve).with_state(hub.clone());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            hub,
-            task,
-        }
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.hub.log.lock().unwrap().clone()
-    }
-
-    async fn stop(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-}
-
-async fn serve(State(hub): State<Arc<Hub>>, uri: Uri, headers: HeaderMap) -> Response {
-    let path = uri.path().to_owned();
-    hub.log.lock().unwrap().push(path.clone());
-    if let Some(tag) = path.strip_prefix("/cdn/") {
-        return match hub.blobs.get(tag) {
-            Some(bytes) => ranged(bytes, &headers, Response::builder()),
-            None => not_found(),
-        };
-    }
-    let Some((repo, rest)) = path.trim_start_matches('/').split_once("/resolve/") else {
-        return not_found();
-    };
-    let Some((revision, file)) = rest.split_once('/') else {
-        return not_found();
-    };
-    let (Some(repo), "main") = (hub.repos.get(repo), revision) else {
-        return not_found();
-    };
-    let Some(bytes) = repo.files.get(file) else {
-        return not_found();
-    };
-    let tag = etag(bytes);
-    let builder = Response::builder().header("x-repo-commit", COMMIT);
-    if repo.redirected.contains(file) {
-        return builder
-            .status(StatusCode::FOUND)
-            .header(
-                header::LOCATION,
-                format!("http://localhost:{}/cdn/{tag}", hub.port),
-            )
-            .header("x-linked-etag", format!("\"{tag}\""))
-            .header("x-linked-size", bytes.len())
-            .body(Body::empty())
-            .unwrap();
-    }
-    ranged(
-        bytes,
-        &headers,
-        builder.header(header::ETAG, format!("\"{tag}\"")),
-    )
-}
-
-/// The whole file, or the part a `Range: bytes=a-b` asks for (206 with `content-range`).
-fn ranged(bytes: &[u8], headers: &HeaderMap, builder: axum::http::response::Builder) -> Response {
-    let len = bytes.len();
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes="))
-        .and_then(|v| v.split_once('-'))
-        .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
-    match range {
-        Some((start, stop)) if start < len => {
-            let stop = stop.min(len - 1);
-            builder
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_RANGE, format!("bytes {start}-{stop}/{len}"))
-                .header(header::CONTENT_LENGTH, stop + 1 - start)
-                .body(Body::from(bytes[start..=stop].to_vec()))
-                .unwrap()
-        }
-        _ => builder
-            .status(StatusCode::OK)
-            .header(header::CONTENT_LENGTH, len)
-            .body(Body::from(bytes.to_vec()))
-            .unwrap(),
-    }
-}
-
-fn not_found() -> Response {
-    Response::builder()
-        .status(StatusCode::NOT_FOUND)
-        .header("x-error-code", "EntryNotFound")
-        .body(Body::from("Entry not found"))
-        .unwrap()
 }
 
 /// The tiny fixture as a Hub repository (`model.safetensors` behind a redirect).
@@ -290,21 +138,13 @@ fn snapshot_dir(hf_home: &Path, repo_folder: &str) -> PathBuf {
         .join(COMMIT)
 }
 
-/// A port on 127.0.0.1 where nothing listens.
-fn closed_port_endpoint() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
-}
-
 #[test]
 fn first_load_downloads_then_the_cache_serves_offline() {
     let _env = lock_env();
     let hf_home = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let reference = reference_vectors().await;
-        let server = Server::start(HashMap::from([("tiny/qwen3".to_owned(), tiny_repo())])).await;
+        let server = HubServer::start(HashMap::from([("tiny/qwen3".to_owned(), tiny_repo())]));
         set_env(&server.endpoint, hf_home.path(), false);
 
         let e = LocalQwen3Embedder::from_hub("tiny/qwen3", true)
@@ -333,16 +173,15 @@ fn first_load_downloads_then_the_cache_serves_offline() {
             requests.iter().any(|r| r.starts_with("/cdn/")),
             "the redirect was followed: {requests:?}"
         );
-        server.stop().await;
 
         // Cached files are used without the network, even without HF_HUB_OFFLINE.
-        set_env(&closed_port_endpoint(), hf_home.path(), false);
+        set_env(&closed_endpoint(), hf_home.path(), false);
         let e = LocalQwen3Embedder::from_hub("tiny/qwen3", false)
             .await
             .unwrap();
         assert_eq!(e.embed(&texts()).await.unwrap(), reference);
 
-        set_env(&closed_port_endpoint(), hf_home.path(), true);
+        set_env(&closed_endpoint(), hf_home.path(), true);
         let e = LocalQwen3Embedder::from_hub("tiny/qwen3", false)
             .await
             .unwrap();
@@ -354,7 +193,7 @@ fn first_load_downloads_then_the_cache_serves_offline() {
 fn offline_with_an_empty_cache_says_what_to_do() {
     let _env = lock_env();
     let hf_home = tempfile::tempdir().unwrap();
-    set_env(&closed_port_endpoint(), hf_home.path(), true);
+    set_env(&closed_endpoint(), hf_home.path(), true);
     let err = runtime()
         .block_on(LocalQwen3Embedder::from_hub("tiny/qwen3", false))
         .unwrap_err();
@@ -382,7 +221,7 @@ fn offline_with_an_empty_cache_says_what_to_do() {
 fn unreachable_hub_with_an_empty_cache_says_what_to_do() {
     let _env = lock_env();
     let hf_home = tempfile::tempdir().unwrap();
-    let endpoint = closed_port_endpoint();
+    let endpoint = closed_endpoint();
     set_env(&endpoint, hf_home.path(), false);
     let err = runtime()
         .block_on(LocalQwen3Embedder::from_hub("tiny/qwen3", false))
@@ -406,7 +245,7 @@ fn a_file_missing_on_the_hub_is_named() {
     runtime().block_on(async {
         let mut repo = tiny_repo();
         repo.files.remove("tokenizer.json");
-        let server = Server::start(HashMap::from([("tiny/no-tokenizer".to_owned(), repo)])).await;
+        let server = HubServer::start(HashMap::from([("tiny/no-tokenizer".to_owned(), repo)]));
         set_env(&server.endpoint, hf_home.path(), false);
         let err = LocalQwen3Embedder::from_hub("tiny/no-tokenizer", false)
             .await
@@ -427,7 +266,7 @@ fn a_file_missing_on_the_hub_is_named() {
         // A repository without weights names model.safetensors and its sharded alternative.
         let mut repo = tiny_repo();
         repo.files.remove("model.safetensors");
-        let server2 = Server::start(HashMap::from([("tiny/no-weights".to_owned(), repo)])).await;
+        let server2 = HubServer::start(HashMap::from([("tiny/no-weights".to_owned(), repo)]));
         set_env(&server2.endpoint, hf_home.path(), false);
         let err = LocalQwen3Embedder::from_hub("tiny/no-weights", false)
             .await
@@ -438,7 +277,6 @@ fn a_file_missing_on_the_hub_is_named() {
             "{err:?}"
         );
         assert!(msg.contains("model.safetensors.index.json"), "{msg}");
-        server2.stop().await;
         set_env(&server.endpoint, hf_home.path(), false);
 
         // An unknown repository fails on its first file.
@@ -449,7 +287,6 @@ fn a_file_missing_on_the_hub_is_named() {
             matches!(&err, Error::Download { file, .. } if file == "config.json"),
             "{err:?}"
         );
-        server.stop().await;
     });
 }
 
@@ -459,17 +296,15 @@ fn a_sharded_repository_downloads_every_shard() {
     let hf_home = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let reference = reference_vectors().await;
-        let server =
-            Server::start(HashMap::from([("tiny/sharded".to_owned(), sharded_repo())])).await;
+        let server = HubServer::start(HashMap::from([("tiny/sharded".to_owned(), sharded_repo())]));
         set_env(&server.endpoint, hf_home.path(), false);
         let e = LocalQwen3Embedder::from_hub("tiny/sharded", false)
             .await
             .unwrap();
         assert_eq!(e.embed(&texts()).await.unwrap(), reference);
-        server.stop().await;
 
         // And the shards are found in the cache offline.
-        set_env(&closed_port_endpoint(), hf_home.path(), true);
+        set_env(&closed_endpoint(), hf_home.path(), true);
         let e = LocalQwen3Embedder::from_hub("tiny/sharded", false)
             .await
             .unwrap();
@@ -484,7 +319,7 @@ fn a_sharded_repository_downloads_every_shard() {
 fn an_invalid_repository_id_is_rejected() {
     let _env = lock_env();
     let hf_home = tempfile::tempdir().unwrap();
-    set_env(&closed_port_endpoint(), hf_home.path(), false);
+    set_env(&closed_endpoint(), hf_home.path(), false);
     for repo in ["", "a/b/c", "../x", "a b"] {
         let err = runtime()
             .block_on(LocalQwen3Embedder::from_hub(repo, false))

@@ -619,3 +619,177 @@ async fn empty_input_gives_no_embeddings_and_sends_no_request() {
     assert!(embeddings.is_empty());
     assert!(server.requests().is_empty());
 }
+
+/// How the raw server of [`start_raw_server`] answers every request.
+#[derive(Clone, Copy)]
+enum Oversized {
+    /// 200, chunked: `bytes` of a JSON answer that never ends, then a stall.
+    Chunked { bytes: usize },
+    /// 200 declaring `Content-Length: 10000000000`, a few bytes, then a stall.
+    DeclaredLength,
+    /// 500, chunked: `bytes` of an error message, then a stall.
+    ErrorBody { bytes: usize },
+}
+
+/// An HTTP/1.1 server on a raw socket that answers with `answer`, sends its oversized body as
+/// fast as the client reads it, and then holds the connection open for a minute: a client that
+/// read the whole body would time out instead of failing with `AnswerTooLarge`.
+async fn start_raw_server(answer: Oversized) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                // The request: its head, then as many body bytes as it declares.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                let body_start = loop {
+                    let Ok(n @ 1..) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    request.extend_from_slice(&buf[..n]);
+                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break end + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..body_start]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while request.len() < body_start + length {
+                    let Ok(n @ 1..) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let (status, total, prefix) = match answer {
+                    Oversized::Chunked { bytes } => (
+                        "200 OK",
+                        bytes,
+                        r#"{"data": [{"index": 0, "embedding": [0.5"#,
+                    ),
+                    Oversized::DeclaredLength => ("200 OK", 0, r#"{"data": "#),
+                    Oversized::ErrorBody { bytes } => (
+                        "500 Internal Server Error",
+                        bytes,
+                        r#"{"error": {"message": ""#,
+                    ),
+                };
+                let framing = match answer {
+                    Oversized::DeclaredLength => "Content-Length: 10000000000",
+                    _ => "Transfer-Encoding: chunked",
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+                );
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunked = !matches!(answer, Oversized::DeclaredLength);
+                let send = |piece: &[u8]| {
+                    let mut out = Vec::new();
+                    if chunked {
+                        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                        out.extend_from_slice(piece);
+                        out.extend_from_slice(b"\r\n");
+                    } else {
+                        out.extend_from_slice(piece);
+                    }
+                    out
+                };
+                if socket.write_all(&send(prefix.as_bytes())).await.is_err() {
+                    return;
+                }
+                let piece = ", 0.25".repeat(64 * 1024 / 6);
+                let mut sent = 0;
+                while sent < total {
+                    if socket.write_all(&send(piece.as_bytes())).await.is_err() {
+                        return;
+                    }
+                    sent += piece.len();
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    base
+}
+
+/// Timeouts long enough that reaching one means the client waited for the whole body.
+fn patient() -> VllmOptions {
+    VllmOptions {
+        timeout: Duration::from_secs(20),
+        max_retries: 0,
+        ..options()
+    }
+}
+
+#[test]
+fn answer_limit_grows_with_the_batch_and_the_dimension() {
+    assert_eq!(VllmEmbedder::answer_limit(0, 1024), 1024 * 1024);
+    assert_eq!(
+        VllmEmbedder::answer_limit(64, 1024),
+        1024 * 1024 + 64 * (1024 * 64 + 1024)
+    );
+    assert!(VllmEmbedder::answer_limit(2, 8) > VllmEmbedder::answer_limit(1, 8));
+    assert_eq!(VllmEmbedder::answer_limit(usize::MAX, 1024), usize::MAX);
+}
+
+#[tokio::test]
+async fn answer_larger_than_the_batch_could_need_is_too_large_without_reading_it_all() {
+    let base = start_raw_server(Oversized::Chunked { bytes: 6 << 20 }).await;
+    let embedder = VllmEmbedder::new(&base, MODEL, patient()).unwrap();
+    let limit = VllmEmbedder::answer_limit(3, DIM);
+
+    let err = embedder.embed(&texts(3)).await.unwrap_err();
+
+    match &err {
+        Error::AnswerTooLarge {
+            url,
+            limit: got,
+            texts,
+            dim,
+        } => {
+            assert_eq!(url, &format!("{base}/v1/embeddings"));
+            assert_eq!((*got, *texts, *dim), (limit, 3, DIM));
+        }
+        other => panic!("expected AnswerTooLarge, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains(&limit.to_string()), "{message}");
+    assert!(message.contains(&base), "{message}");
+}
+
+#[tokio::test]
+async fn declared_length_over_the_limit_is_too_large_before_the_body_is_read() {
+    let base = start_raw_server(Oversized::DeclaredLength).await;
+    let embedder = VllmEmbedder::new(&base, MODEL, patient()).unwrap();
+
+    let err = embedder.embed(&texts(1)).await.unwrap_err();
+
+    assert!(matches!(err, Error::AnswerTooLarge { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn huge_error_body_is_read_only_in_part() {
+    let base = start_raw_server(Oversized::ErrorBody { bytes: 6 << 20 }).await;
+    let embedder = VllmEmbedder::new(&base, MODEL, patient()).unwrap();
+
+    let err = embedder.embed(&texts(1)).await.unwrap_err();
+
+    match &err {
+        Error::Status {
+            status, message, ..
+        } => {
+            assert_eq!(*status, 500);
+            assert!(message.chars().count() <= 501, "{}", message.len());
+        }
+        other => panic!("expected Status 500, got {other:?}"),
+    }
+}

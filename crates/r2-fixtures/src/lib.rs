@@ -4,6 +4,8 @@
 //! folder `shared/` (upstream checkpoints, golden decisions, the tiny Qwen3 fixture) and nothing else;
 //! it never copies that data into the repository.
 
+pub mod hub;
+
 use std::path::{Path, PathBuf};
 
 /// The environment variable that points at the shared data folder.

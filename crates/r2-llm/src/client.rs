@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::retry::{backoff, parse_retry_after};
-use crate::sse::SseDecoder;
+use crate::sse::{SseDecoder, TooLarge};
 use crate::{ApiKey, ChatRequest, Completion, Error, Message, Result, Usage};
 
 /// OpenRouter's OpenAI-compatible API, the default provider.
@@ -21,6 +21,16 @@ const MAX_MESSAGE_CHARS: usize = 500;
 
 /// How many characters of an unparsable body are quoted in an [`Error::Malformed`].
 const MAX_SNIPPET_CHARS: usize = 200;
+
+/// The default of [`LlmOptions::max_event_bytes`]: 1 MiB per line and per event of a stream.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// The default of [`LlmOptions::max_answer_bytes`]: 64 MiB for a whole answer.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// The most bytes of an error answer's body that are read (its message is cut to 500 characters
+/// anyway); the rest is ignored.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Settings of an [`LlmClient`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +51,15 @@ pub struct LlmOptions {
     /// The longest `Retry-After` that is waited for (default 60 s); a provider asking for more
     /// ends the request with [`Error::RateLimited`] (or [`Error::Server`]) naming the wait.
     pub max_retry_after: Duration,
+    /// The largest line, and the largest event's data, of a streamed answer, in bytes (default
+    /// [`DEFAULT_MAX_EVENT_BYTES`], 1 MiB). A stream is never buffered whole, only line by line:
+    /// a longer line or event fails with [`Error::TooLarge`] as soon as the limit is passed.
+    pub max_event_bytes: usize,
+    /// The largest answer read whole, in bytes (default [`DEFAULT_MAX_ANSWER_BYTES`], 64 MiB): a
+    /// non-streamed answer, or the JSON of a provider that answers a stream request in one
+    /// piece. It is read chunk by chunk and fails with [`Error::TooLarge`] as soon as it is
+    /// longer (at once when its `Content-Length` says so).
+    pub max_answer_bytes: usize,
 }
 
 impl Default for LlmOptions {
@@ -50,6 +69,8 @@ impl Default for LlmOptions {
             max_retries: 3,
             initial_backoff: Duration::from_millis(500),
             max_retry_after: Duration::from_secs(60),
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
     }
 }
@@ -352,12 +373,12 @@ impl LlmClient {
     /// or stalls after some bytes; it ends after an error. Errors reported by the provider inside
     /// the stream are passed through as they are. Bodies without `"stream": true` are refused
     /// before anything is sent, with [`Error::InvalidRequest`].
+    ///
+    /// The stream is bounded line by line: a line longer than [`LlmOptions::max_event_bytes`]
+    /// (or, for a provider that answers `application/json`, a body longer than
+    /// [`LlmOptions::max_answer_bytes`]) ends it with [`Error::TooLarge`].
     pub async fn complete_raw_stream(&self, body: &Value) -> Result<RawStream> {
-        if body.get("stream").and_then(Value::as_bool) != Some(true) {
-            return Err(Error::InvalidRequest {
-                reason: "complete_raw_stream needs `\"stream\": true`; use complete_raw".to_owned(),
-            });
-        }
+        check_stream_body(body)?;
         let mut attempt = 1;
         loop {
             let failure = match self.open_raw_stream(body).await {
@@ -369,43 +390,187 @@ impl LlmClient {
         }
     }
 
+    /// [`LlmClient::complete_raw_stream`] that returns only once the answer is known to start
+    /// like a chat-completions stream, so that a gateway can still answer with an error status
+    /// instead of passing on a broken stream.
+    ///
+    /// Before returning, the answer is read up to its first complete event (comments and the
+    /// fields `event`, `id`, `retry` may come first): it must be a `data:` event of JSON (or
+    /// `[DONE]`). Anything else (an HTML page, `data: {broken`, a body that ends before any
+    /// event, other lines first) is [`Error::Malformed`], as [`LlmClient::complete_raw`] says of
+    /// an answer that is not JSON; a first event holding an `error` object is the error it
+    /// reports, retried like [`LlmClient::complete_raw`] when its code is 429 or 5xx; no first
+    /// event within [`LlmOptions::timeout`] is [`Error::Timeout`]. A provider that ignores
+    /// `"stream": true` and answers `application/json` is read whole (at most
+    /// [`LlmOptions::max_answer_bytes`]) and must be JSON without an `error` object; it then
+    /// comes back as one chunk, byte for byte. The bytes read for the check come first in the
+    /// returned stream, unchanged; the rest is [`LlmClient::complete_raw_stream`]'s.
+    pub async fn complete_raw_stream_checked(&self, body: &Value) -> Result<RawStream> {
+        check_stream_body(body)?;
+        let mut attempt = 1;
+        loop {
+            let failure = match self.open_checked_raw_stream(body).await {
+                Ok(stream) => return Ok(stream),
+                Err(failure) => failure,
+            };
+            self.pause_or_give_up(failure, attempt).await?;
+            attempt += 1;
+        }
+    }
+
     /// One attempt of [`LlmClient::complete_raw_stream`]: the request, up to a success status.
     async fn open_raw_stream(&self, body: &Value) -> std::result::Result<RawStream, Failure> {
         let response = self.open_stream(body).await?;
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let client = self.clone();
-        let chunks =
-            futures_util::stream::unfold(Some((response.bytes_stream(), 0usize)), move |state| {
-                let client = client.clone();
-                async move {
-                    let (mut body, received) = state?;
-                    let timeout = client.options.timeout;
-                    match tokio::time::timeout(timeout, body.next()).await {
-                        Err(_) if received == 0 => Some((Err(client.timeout_error()), None)),
-                        Err(_) => {
-                            let reason = format!("no data for {timeout:?} (the timeout)");
-                            Some((Err(client.raw_interrupted(received, reason)), None))
-                        }
-                        Ok(None) => None,
-                        Ok(Some(Err(e))) => {
-                            let reason = format!("the connection failed: {}", error_chain(&e));
-                            Some((Err(client.raw_interrupted(received, reason)), None))
-                        }
-                        Ok(Some(Ok(chunk))) => {
-                            let received = received + chunk.len();
-                            Some((Ok(chunk), Some((body, received))))
-                        }
-                    }
-                }
+        let content_type = content_type(&response);
+        let is_json = content_type.as_deref().is_some_and(is_json_type);
+        Ok(RawStream {
+            chunks: self.raw_chunks(response, is_json),
+            content_type,
+        })
+    }
+
+    /// One attempt of [`LlmClient::complete_raw_stream_checked`].
+    async fn open_checked_raw_stream(
+        &self,
+        body: &Value,
+    ) -> std::result::Result<RawStream, Failure> {
+        let response = self.open_stream(body).await?;
+        let content_type = content_type(&response);
+        if content_type.as_deref().is_some_and(is_json_type) {
+            // The provider ignored `"stream": true` and answers in one piece.
+            let bytes = self.read_answer(response).await?;
+            self.parse_json(&bytes)?;
+            let chunk = Ok(Bytes::from(bytes));
+            return Ok(RawStream {
+                content_type,
+                chunks: Box::pin(futures_util::stream::once(async move { chunk })),
             });
+        }
+        let mut chunks = self.raw_chunks(response, false);
+        let mut decoder = SseDecoder::new(self.options.max_event_bytes);
+        let mut start = Vec::new();
+        // The first event with data: empty ones (`data:` alone) are keep-alives, as for
+        // `complete_streaming`.
+        let first = loop {
+            let (events, ended) = match chunks.next().await {
+                None => {
+                    let last = decoder.finish().map_err(|e| self.too_large(e))?;
+                    (last.into_iter().collect(), true)
+                }
+                Some(Ok(chunk)) => {
+                    start.extend_from_slice(&chunk);
+                    if start.len() > self.options.max_event_bytes {
+                        return Err(self.too_large(TooLarge("a stream event")));
+                    }
+                    (decoder.push(&chunk).map_err(|e| self.too_large(e))?, false)
+                }
+                Some(Err(error @ Error::RawStreamInterrupted { .. })) => {
+                    // Nothing has been passed on yet: trying again is safe.
+                    return Err(Failure::Retryable {
+                        error,
+                        retry_after: None,
+                    });
+                }
+                Some(Err(error)) => return Err(Failure::Final(error)),
+            };
+            if decoder.foreign_before_first_event() {
+                break None;
+            }
+            if let Some(event) = events.into_iter().find(|e| !e.trim().is_empty()) {
+                break Some(event);
+            }
+            if ended {
+                break None;
+            }
+        };
+        match first {
+            _ if decoder.foreign_before_first_event() => {
+                return Err(Failure::Final(self.malformed(format!(
+                    "the answer to a stream request is not a stream of server-sent events; it \
+                     starts with {:?}",
+                    self.excerpt(&start)
+                ))))
+            }
+            None => {
+                return Err(Failure::Final(self.malformed(format!(
+                    "the answer stream ended before its first event; it reads {:?}",
+                    self.excerpt(&start)
+                ))))
+            }
+            Some(data) => self.check_first_event(&data)?,
+        }
+        let start = Ok(Bytes::from(start));
         Ok(RawStream {
             content_type,
-            chunks: Box::pin(chunks),
+            chunks: Box::pin(futures_util::stream::once(async move { start }).chain(chunks)),
         })
+    }
+
+    /// The first event of a stream must be `[DONE]` or JSON without an `error` object.
+    fn check_first_event(&self, data: &str) -> std::result::Result<(), Failure> {
+        if data.trim() == "[DONE]" {
+            return Ok(());
+        }
+        for value in serde_json::Deserializer::from_str(data).into_iter::<Value>() {
+            let value = value.map_err(|e| {
+                Failure::Final(self.malformed(format!(
+                    "the first event of the answer stream is not JSON ({e}); it reads {:?}",
+                    self.excerpt(data.as_bytes())
+                )))
+            })?;
+            if let Some(error) = value.get("error").filter(|e| !e.is_null()) {
+                return Err(self.in_band_error(error, 200));
+            }
+        }
+        Ok(())
+    }
+
+    /// The body of a streamed answer, chunk by chunk as it arrives: each wait bounded by the
+    /// timeout, each line (or, for `json`, the whole body) by its limit.
+    fn raw_chunks(
+        &self,
+        response: reqwest::Response,
+        json: bool,
+    ) -> futures_util::stream::BoxStream<'static, Result<Bytes>> {
+        let client = self.clone();
+        let (limit, what) = if json {
+            (self.options.max_answer_bytes, "an answer")
+        } else {
+            (self.options.max_event_bytes, "a stream line")
+        };
+        // (body, bytes received, bytes of the line (or, for JSON, the body) being read)
+        let start = Some((response.bytes_stream(), 0usize, 0usize));
+        let chunks = futures_util::stream::unfold(start, move |state| {
+            let client = client.clone();
+            async move {
+                let (mut body, received, open) = state?;
+                let timeout = client.options.timeout;
+                match tokio::time::timeout(timeout, body.next()).await {
+                    Err(_) if received == 0 => Some((Err(client.timeout_error()), None)),
+                    Err(_) => {
+                        let reason = format!("no data for {timeout:?} (the timeout)");
+                        Some((Err(client.raw_interrupted(received, reason)), None))
+                    }
+                    Ok(None) => None,
+                    Ok(Some(Err(e))) => {
+                        let reason = format!("the connection failed: {}", error_chain(&e));
+                        Some((Err(client.raw_interrupted(received, reason)), None))
+                    }
+                    Ok(Some(Ok(chunk))) => {
+                        let open = match chunk.iter().rposition(|&b| b == b'\n') {
+                            Some(end) if !json => chunk.len() - end - 1,
+                            _ => open + chunk.len(),
+                        };
+                        if open > limit {
+                            return Some((Err(client.too_large_error(what, limit)), None));
+                        }
+                        let received = received + chunk.len();
+                        Some((Ok(chunk), Some((body, received, open))))
+                    }
+                }
+            }
+        });
+        Box::pin(chunks)
     }
 
     /// After attempt number `attempt` (1 for the first) failed: waits before the next attempt, or
@@ -465,11 +630,31 @@ impl LlmClient {
             .await
             .map_err(|e| self.transport_failure(&e))?;
         let response = self.check_status(response).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_failure(&e))?;
-        Ok(bytes.to_vec())
+        // The request's timeout covers the body too.
+        match read_limited(response, self.options.max_answer_bytes).await {
+            Ok(bytes) => Ok(bytes),
+            Err(BodyError::TooLarge) => Err(Failure::Final(
+                self.too_large_error("an answer", self.options.max_answer_bytes),
+            )),
+            Err(BodyError::Transport(e)) => Err(self.transport_failure(&e)),
+        }
+    }
+
+    /// The whole body of a successful answer to a stream request (a provider that answers in one
+    /// piece), within the timeout and [`LlmOptions::max_answer_bytes`].
+    async fn read_answer(
+        &self,
+        response: reqwest::Response,
+    ) -> std::result::Result<Vec<u8>, Failure> {
+        let limit = self.options.max_answer_bytes;
+        match tokio::time::timeout(self.options.timeout, read_limited(response, limit)).await {
+            Err(_) => Err(Failure::Final(self.timeout_error())),
+            Ok(Err(BodyError::TooLarge)) => {
+                Err(Failure::Final(self.too_large_error("an answer", limit)))
+            }
+            Ok(Err(BodyError::Transport(e))) => Err(self.transport_failure(&e)),
+            Ok(Ok(bytes)) => Ok(bytes),
+        }
     }
 
     /// One streaming attempt; fills `state` as text arrives.
@@ -481,18 +666,9 @@ impl LlmClient {
     ) -> std::result::Result<(), Failure> {
         let timeout = self.options.timeout;
         let response = self.open_stream(body).await?;
-        let is_json = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().starts_with("application/json"));
-        if is_json {
+        if content_type(&response).as_deref().is_some_and(is_json_type) {
             // The provider ignored `"stream": true` and answered in one piece.
-            let bytes = match tokio::time::timeout(timeout, response.bytes()).await {
-                Err(_) => return Err(Failure::Final(self.timeout_error())),
-                Ok(Err(e)) => return Err(self.transport_failure(&e)),
-                Ok(Ok(bytes)) => bytes,
-            };
+            let bytes = self.read_answer(response).await?;
             let completion = self.parse_completion(&bytes)?;
             if !completion.text.is_empty() {
                 on_delta(&completion.text);
@@ -508,7 +684,7 @@ impl LlmClient {
         }
 
         let mut stream = response.bytes_stream();
-        let mut decoder = SseDecoder::new();
+        let mut decoder = SseDecoder::new(self.options.max_event_bytes);
         loop {
             let chunk = match tokio::time::timeout(timeout, stream.next()).await {
                 Err(_) if state.text.is_empty() => {
@@ -530,14 +706,15 @@ impl LlmClient {
                 }
                 Ok(Some(Ok(chunk))) => chunk,
             };
-            for data in decoder.push(&chunk) {
+            let events = decoder.push(&chunk).map_err(|e| self.too_large(e))?;
+            for data in events {
                 self.stream_event(&data, state, on_delta)?;
                 if state.done {
                     return Ok(());
                 }
             }
         }
-        if let Some(data) = decoder.finish() {
+        if let Some(data) = decoder.finish().map_err(|e| self.too_large(e))? {
             self.stream_event(&data, state, on_delta)?;
         }
         if state.done || state.finish_reason.is_some() {
@@ -628,10 +805,9 @@ impl LlmClient {
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
         // The status alone decides what happens next, so an error body that cannot be read (in
         // time) is treated as empty.
-        let body = match tokio::time::timeout(self.options.timeout, response.bytes()).await {
-            Ok(Ok(bytes)) => bytes.to_vec(),
-            _ => Vec::new(),
-        };
+        let body = tokio::time::timeout(self.options.timeout, read_prefix(response))
+            .await
+            .unwrap_or_default();
         let message = self.status_message(&body, status.canonical_reason());
         Err(self.classify(status.as_u16(), message, retry_after))
     }
@@ -745,6 +921,19 @@ impl LlmClient {
         }
     }
 
+    fn too_large_error(&self, what: &'static str, limit: usize) -> Error {
+        Error::TooLarge {
+            url: self.url.clone(),
+            what,
+            limit,
+        }
+    }
+
+    /// A stream line or event over [`LlmOptions::max_event_bytes`].
+    fn too_large(&self, e: TooLarge) -> Failure {
+        Failure::Final(self.too_large_error(e.0, self.options.max_event_bytes))
+    }
+
     fn timeout_error(&self) -> Error {
         Error::Timeout {
             url: self.url.clone(),
@@ -823,7 +1012,7 @@ impl LlmClient {
                 .unwrap_or("the provider");
             message = format!(
                 "{message} ({provider} said: {})",
-                truncate(&value_text(raw), MAX_MESSAGE_CHARS)
+                truncate(&self.redact(value_text(raw)), MAX_MESSAGE_CHARS)
             );
         }
         truncate(&self.redact(message), MAX_MESSAGE_CHARS)
@@ -831,17 +1020,114 @@ impl LlmClient {
 
     /// The first characters of a body, the key redacted.
     fn excerpt(&self, body: &[u8]) -> String {
-        let head = String::from_utf8_lossy(&body[..body.len().min(4 * MAX_SNIPPET_CHARS)]);
+        // Cut after the key's length more bytes than are quoted, so that a key across the cut
+        // is still whole when it is redacted.
+        let key_len = self.key.as_ref().map_or(0, |k| k.secret().len());
+        let head = &body[..body.len().min(4 * MAX_SNIPPET_CHARS + key_len)];
+        let head = String::from_utf8_lossy(head);
         truncate(&self.redact(head.into_owned()), MAX_SNIPPET_CHARS)
     }
 
-    /// `text` with every occurrence of the API key replaced by `***` (providers may echo it).
+    /// `text` with every occurrence of the API key, in any letter case, replaced by `***`
+    /// (providers may echo it, even upper-cased).
     fn redact(&self, text: String) -> String {
         match &self.key {
-            Some(key) if text.contains(key.secret()) => text.replace(key.secret(), "***"),
-            _ => text,
+            Some(key) => redact_key(text, key.secret()),
+            None => text,
         }
     }
+}
+
+/// `text` with every occurrence of `key`, compared without regard to ASCII letter case, replaced
+/// by `***`. Keys are visible ASCII (they go into a header), so the byte offsets of the
+/// lower-cased text are those of `text`.
+fn redact_key(text: String, key: &str) -> String {
+    if key.is_empty() || text.len() < key.len() {
+        return text;
+    }
+    let lower = text.to_ascii_lowercase();
+    let needle = key.to_ascii_lowercase();
+    let mut out = String::new();
+    let mut last = 0;
+    for (start, _) in lower.match_indices(&needle) {
+        if !text.is_char_boundary(start) || !text.is_char_boundary(start + needle.len()) {
+            continue;
+        }
+        out.push_str(&text[last..start]);
+        out.push_str("***");
+        last = start + needle.len();
+    }
+    if last == 0 {
+        return text;
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// Why a body could not be read whole.
+enum BodyError {
+    /// It is longer than the limit (by its `Content-Length`, or as it arrived).
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// The body of `response`, chunk by chunk, failing as soon as it is longer than `limit` bytes.
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The first [`MAX_ERROR_BODY_BYTES`] of an error answer's body (what could be read of it; the
+/// rest is not read).
+async fn read_prefix(mut response: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = MAX_ERROR_BODY_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ERROR_BODY_BYTES {
+            break;
+        }
+    }
+    body
+}
+
+/// The `Content-Type` of an answer.
+fn content_type(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Whether a content type is JSON (a provider that answered a stream request in one piece).
+fn is_json_type(content_type: &str) -> bool {
+    content_type.trim_start().starts_with("application/json")
+}
+
+/// Raw streams need `"stream": true` in the body.
+fn check_stream_body(body: &Value) -> Result<()> {
+    if body.get("stream").and_then(Value::as_bool) != Some(true) {
+        return Err(Error::InvalidRequest {
+            reason: "complete_raw_stream needs `\"stream\": true`; use complete_raw".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// `{base}/chat/completions` for a base URL that may end in `/` or `/chat/completions`.
@@ -1012,6 +1298,23 @@ mod tests {
         let err = chat_completions_url("https://user:sk-secret@host/v1").unwrap_err();
         assert!(!err.to_string().contains("sk-secret"), "{err}");
         assert!(!format!("{err:?}").contains("sk-secret"), "{err:?}");
+    }
+
+    #[test]
+    fn the_key_is_redacted_in_any_letter_case() {
+        let key = "sk-or-v1-AbC123";
+        for (text, expected) in [
+            ("key sk-or-v1-AbC123 here", "key *** here"),
+            ("SK-OR-V1-ABC123", "***"),
+            ("sk-or-v1-abc123sk-or-v1-ABC123.", "******."),
+            ("é sK-oR-v1-aBc123 ü", "é *** ü"),
+            ("nothing to see", "nothing to see"),
+            ("sk-or-v1-AbC12", "sk-or-v1-AbC12"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_key(text.to_owned(), key), expected, "{text}");
+        }
+        assert_eq!(redact_key("abc".to_owned(), ""), "abc");
     }
 
     #[test]

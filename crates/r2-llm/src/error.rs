@@ -138,6 +138,24 @@ pub enum Error {
         reason: String,
     },
 
+    /// The provider sent more than this client accepts: a whole answer larger than
+    /// [`LlmOptions::max_answer_bytes`](crate::LlmOptions::max_answer_bytes), or a line or event
+    /// of a stream larger than [`LlmOptions::max_event_bytes`](crate::LlmOptions::max_event_bytes).
+    /// Reading stopped as soon as the limit was passed (nothing more was buffered); not retried.
+    #[error(
+        "the LLM API at {url} sent {what} larger than the limit of {limit} bytes \
+         (LlmOptions::{}); reading stopped there. Is this an OpenAI-compatible chat-completions \
+         API? If answers this large are expected, raise the limit",
+        limit_option(what)
+    )]
+    TooLarge {
+        url: String,
+        /// What was too large: `an answer`, `a stream line` or `a stream event`.
+        what: &'static str,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+
     /// A raw stream ([`LlmClient::complete_raw_stream`](crate::LlmClient::complete_raw_stream))
     /// whose connection failed, or that stalled past the timeout, after `received_bytes` bytes
     /// had been passed on.
@@ -190,6 +208,15 @@ fn status_hint(status: u16) -> &'static str {
         "The provider reported this error inside its answer: try again or pick another model"
     } else {
         "Check the request (model id, parameters) against the provider's documentation"
+    }
+}
+
+/// The option of [`crate::LlmOptions`] that sets the limit of [`Error::TooLarge`] for `what`.
+fn limit_option(what: &str) -> &'static str {
+    if what.starts_with("a stream") {
+        "max_event_bytes"
+    } else {
+        "max_answer_bytes"
     }
 }
 

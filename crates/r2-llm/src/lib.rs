@@ -11,8 +11,18 @@
 //! with a typed [`Error`] that says what happened, where, and what to do. For a gateway,
 //! [`LlmClient::complete_raw`] forwards a client's own JSON body and returns the provider's JSON
 //! answer, and [`LlmClient::complete_raw_stream`] returns a streamed answer's bytes as they arrive
-//! ([`RawStream`]), undecoded. The API key
-//! ([`ApiKey`]) never appears in `Debug`, `Display` or any error.
+//! ([`RawStream`]), undecoded; [`LlmClient::complete_raw_stream_checked`] first checks that the
+//! answer starts with a valid event, so that a gateway can still answer an error status. The API
+//! key ([`ApiKey`]) never appears in `Debug`, `Display` or any error: text from the provider has
+//! it replaced by `***`, in any letter case.
+//!
+//! Answers are bounded, and never buffered past their limit: a streamed answer is read line by
+//! line, and a line or an event's data longer than [`LlmOptions::max_event_bytes`] (default
+//! [`DEFAULT_MAX_EVENT_BYTES`], 1 MiB) fails with [`Error::TooLarge`] as soon as the limit is
+//! passed; an answer read whole (non-streamed, or a provider that answers a stream request in
+//! one piece) may hold at most [`LlmOptions::max_answer_bytes`] (default
+//! [`DEFAULT_MAX_ANSWER_BYTES`], 64 MiB; a larger `Content-Length` fails before the body is
+//! read). Of an error answer's body only the first [`MAX_ERROR_BODY_BYTES`] (64 KiB) are read.
 //!
 //! ```no_run
 //! use r2_llm::{ApiKey, ChatRequest, LlmClient, LlmOptions, Prices, OPENROUTER_API_BASE};
@@ -54,7 +64,10 @@ mod retry;
 mod sse;
 mod types;
 
-pub use client::{LlmClient, LlmOptions, RawStream, OPENROUTER_API_BASE};
+pub use client::{
+    LlmClient, LlmOptions, RawStream, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_EVENT_BYTES,
+    MAX_ERROR_BODY_BYTES, OPENROUTER_API_BASE,
+};
 pub use error::{Error, Result};
 pub use key::{ApiKey, API_KEY_ENV};
 pub use types::{
@@ -80,5 +93,6 @@ mod tests {
         is_send(&client.complete_streaming(&request, &mut on_delta));
         is_send(&client.complete_raw(&serde_json::Value::Null));
         is_send(&client.complete_raw_stream(&serde_json::Value::Null));
+        is_send(&client.complete_raw_stream_checked(&serde_json::Value::Null));
     }
 }

@@ -79,153 +79,16 @@ pub const DEFAULT_RETRIES: u32 = 2;
 /// Every file of the pinned release, relative to upstream's `r2_router/` folder, with its sha256.
 ///
 /// This table is the pin: a download is accepted only if every file matches it.
-pub const UPSTREAM_FILES: [(&str, &str); 34] = [
-    (
-        "config.json",
-        "37a0b0e5e59987eb7282a0b5f14f167b73454db2924d7db758bac09460ba92a8",
-    ),
-    (
-        "checkpoints/GLM-4.5-Air_ridge_alpha10.0/limited_score_predictors.joblib",
-        "e8f1612b09b2f26006fabd48ec61485efd5e08160602517f0a60a31b8354b2c7",
-    ),
-    (
-        "checkpoints/GLM-4.5-Air_ridge_alpha10.0/unlimited_score_predictor.joblib",
-        "d74e660141437077817d2225cbedd54262dd255a9df97c9723064c55d182d900",
-    ),
-    (
-        "checkpoints/GLM-4.5-Air_ridge_alpha10.0/unlimited_token_predictor.joblib",
-        "88e92ac99d2b264e5baa0a6719024221ee7d7f67f5dbd0699af040971888ff01",
-    ),
-    (
-        "checkpoints/Llama-3.1-70B-Instruct_ridge_alpha10.0/limited_score_predictors.joblib",
-        "02348c9794dcb6af03a6c360c6f93a826f927e467379ac31fa83dc0ccb9be0cc",
-    ),
-    (
-        "checkpoints/Llama-3.1-70B-Instruct_ridge_alpha10.0/unlimited_score_predictor.joblib",
-        "3f653085cd6387f2c5049f9decc7291cb519aa03bab82b274fa4feb14aa5e6a6",
-    ),
-    (
-        "checkpoints/Llama-3.1-70B-Instruct_ridge_alpha10.0/unlimited_token_predictor.joblib",
-        "b841e4d288097f33ac791d36c58aa75d793ad4c862cf3a05a549c87d94ce0006",
-    ),
-    (
-        "checkpoints/Llama-3.2-3B-Instruct_ridge_alpha10.0/limited_score_predictors.joblib",
-        "9c3d3c49cad1174e516ebb9c6f96a51c8a770b9fc4e86528ef4725d2dbc0a1c3",
-    ),
-    (
-        "checkpoints/Llama-3.2-3B-Instruct_ridge_alpha10.0/unlimited_score_predictor.joblib",
-        "d891e8d23048895569cd6382258a4eb9001e88d04d8441a29b1ce91957035e6f",
-    ),
-    (
-        "checkpoints/Llama-3.2-3B-Instruct_ridge_alpha10.0/unlimited_token_predictor.joblib",
-        "9026c84fdb17534d44477cf2d13b2908f03cd49bb2182244752d3ba9faf39697",
-    ),
-    (
-        "checkpoints/Mistral-7B-Instruct-v0.2_ridge_alpha10.0/limited_score_predictors.joblib",
-        "eed6863c38d7f862b0edcf89fa7f26216069def068de233e2299c38c67fa4e1f",
-    ),
-    (
-        "checkpoints/Mistral-7B-Instruct-v0.2_ridge_alpha10.0/unlimited_score_predictor.joblib",
-        "235bd4dcd47f48ad9b6489d2530c881759d028b232d7000a016819e7d8b0c0ec",
-    ),
-    (
-        "checkpoints/Mistral-7B-Instruct-v0.2_ridge_alpha10.0/unlimited_token_predictor.joblib",
-        "fbe3998a10c334d422133d7e4908d4175ec8f5d8a8db1ce0d0d934fb08952653",
-    ),
-    (
-        "checkpoints/Qwen2.5-Math-1.5B-Instruct_ridge_alpha10.0/limited_score_predictors.joblib",
-        "7cdc71846e22ddb3429f3b5efe5110a1433a6e87c3d7509df8146a36c2307025",
-    ),
-    (
-        "checkpoints/Qwen2.5-Math-1.5B-Instruct_ridge_alpha10.0/unlimited_score_predictor.joblib",
-        "94579dbe068350b29acf662ad5e98dfcb87d12fb974bc5ca5e9482226cd52316",
-    ),
-    (
-        "checkpoints/Qwen2.5-Math-1.5B-Instruct_ridge_alpha10.0/unlimited_token_predictor.joblib",
-        "a038b1644e75bb847846102e445de01ea41c599cabd37ffa4f07ba7da052e803",
-    ),
-    (
-        "checkpoints/Qwen2.5-Math-7B-Instruct_ridge_alpha10.0/limited_score_predictors.joblib",
-        "7e314e1c3862a91ce40631052639f52a80a38f7f9862b54744c622fa2c4c34d1",
-    ),
-    (
-        "checkpoints/Qwen2.5-Math-7B-Instruct_ridge_alpha10.0/unlimited_score_predictor.joblib",
-        "7bd4e92fd3c29c9a1323244e2df898098f971d022112cb2ac366c4742d8dc609",
-    ),
-    (
-        "checkpoints/Qwen2.5-Math-7B-Instruct_ridge_alpha10.0/unlimited_token_predictor.joblib",
-        "1604d4c4c0fc53586bd22ed3263375a9edb36ea3ec848c75a64a5704b95e702d",
-    ),
-    (
-        "checkpoints/Qwen3-0.6B_ridge_alpha10.0/limited_score_predictors.joblib",
-        "9bbccea8cb7f6286b08b2b53efdbff98f4cb4a1d06661e351c043fc11009cb89",
-    ),
-    (
-        "checkpoints/Qwen3-0.6B_ridge_alpha10.0/unlimited_score_predictor.joblib",
-        "b5da297c02ef5ff57cdfa451fa425896d94fbf1c0a0cd234db67886116d443a8",
-    ),
-    (
-        "checkpoints/Qwen3-0.6B_ridge_alpha10.0/unlimited_token_predictor.joblib",
-        "0b5b22c22fc9aeed7e2f1f3f339bd628ed33a57825d572464b863a0d0e517943",
-    ),
-    (
-        "checkpoints/Qwen3-235B-A22B-Instruct-2507_ridge_alpha10.0/limited_score_predictors.joblib",
-        "00b2d4d67ec429ed084d98517fffab44ef2a41922283a612a36a300ab8f6ed6e",
-    ),
-    (
-        "checkpoints/Qwen3-235B-A22B-Instruct-2507_ridge_alpha10.0/unlimited_score_predictor.joblib",
-        "69a9393b3a21f4aa042c87da08c23ade30e5f1a11d09f70fd9796c335368714c",
-    ),
-    (
-        "checkpoints/Qwen3-235B-A22B-Instruct-2507_ridge_alpha10.0/unlimited_token_predictor.joblib",
-        "55d2e0ef836e8d95c7eed91ec8dd9712fe857753ed462b6da62b9eb0dce97ab6",
-    ),
-    (
-        "checkpoints/gemma-3-1b-it_ridge_alpha10.0/limited_score_predictors.joblib",
-        "f0182d628a4d80c95d4687d910ca3fe12e122ef4e08a4e610c415ce5afec6b4b",
-    ),
-    (
-        "checkpoints/gemma-3-1b-it_ridge_alpha10.0/unlimited_score_predictor.joblib",
-        "0708d960c863461c642203fc7e56dc58d1c0501dd266e7a166b3f8e57edbebed",
-    ),
-    (
-        "checkpoints/gemma-3-1b-it_ridge_alpha10.0/unlimited_token_predictor.joblib",
-        "1d9eb4373dcb45e6b64d39d8c8014640dac303fad75028a3969a3e73583badb2",
-    ),
-    (
-        "checkpoints/gemma-3-270m-it_ridge_alpha10.0/limited_score_predictors.joblib",
-        "68b16878eff8ab8d9af4213b5a7acf8f29fa796b2e0e29d058f14d9a55eba94d",
-    ),
-    (
-        "checkpoints/gemma-3-270m-it_ridge_alpha10.0/unlimited_score_predictor.joblib",
-        "a650f41356e600d0ff6a7366b53ddc215f1db4648d087ce5b99e67a5bce2fc68",
-    ),
-    (
-        "checkpoints/gemma-3-270m-it_ridge_alpha10.0/unlimited_token_predictor.joblib",
-        "b1d3ba4c2e8f1cff2f2e44fb4dff5226a7652673feeaad61fe88d2d0ff276e20",
-    ),
-    (
-        "checkpoints/gemma-3-4b-it_ridge_alpha10.0/limited_score_predictors.joblib",
-        "0d2e83d73c369c1f0bc710929ba14cf711be1bafaf5ceba2a28429a7795a415c",
-    ),
-    (
-        "checkpoints/gemma-3-4b-it_ridge_alpha10.0/unlimited_score_predictor.joblib",
-        "ed31584aad62ccfceefad0c6620a07ffdf4e6a1033e3cd13b4cb7ea24f6059ff",
-    ),
-    (
-        "checkpoints/gemma-3-4b-it_ridge_alpha10.0/unlimited_token_predictor.joblib",
-        "19eaedb88b22fa6968fba650533be379b6a80443707d2176b34970cd44981aa6",
-    ),
-];
+pub use r2_checkpoints::release::FILES as UPSTREAM_FILES;
 
 const TEMP_PREFIX: &str = ".r2-fetch-";
 /// A temporary folder this old belongs to a crashed run (a live fetch takes seconds to minutes).
 const STALE_AFTER: Duration = Duration::from_secs(3600);
 const CONCURRENT_DOWNLOADS: usize = 8;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
-const CONVERT_BY_HAND: &str =
-    "`cargo xtask convert-checkpoints --from <upstream r2_router folder> \
-                               --out DIR` and pass --checkpoints DIR";
+const CONVERT_BY_HAND: &str = "a copy of upstream's r2_router/ folder (config.json and \
+                               checkpoints/), which r2 reads as it is, or `r2 convert --from \
+                               <that folder> --out DIR`";
 
 /// What can go wrong while fetching the released checkpoints. Each error says what failed, where
 /// (URL, file or folder) and what to do about it.
@@ -235,15 +98,15 @@ pub enum FetchError {
     /// No user cache folder could be determined (no `HOME`).
     #[error(
         "cannot find the user's cache folder for the R2-Router checkpoints (is HOME set?): set \
-         HOME or XDG_CACHE_HOME, or convert the checkpoints by hand with {CONVERT_BY_HAND}"
+         HOME or XDG_CACHE_HOME, or use {CONVERT_BY_HAND}"
     )]
     NoCacheDir,
 
     /// `R2_OFFLINE` is set and nothing is cached.
     #[error(
         "{OFFLINE_ENV} is set and no converted R2-Router checkpoints are cached in {}: run r2 \
-         once with network access and without {OFFLINE_ENV} to download them, or convert them \
-         by hand with {CONVERT_BY_HAND}",
+         once with network access and without {OFFLINE_ENV} to download them, or use \
+         {CONVERT_BY_HAND}",
         dir.display()
     )]
     Offline { dir: PathBuf },
@@ -260,15 +123,15 @@ pub enum FetchError {
     #[error(
         "{url} answered HTTP 404 (not found): the R2-Router release may have moved; set \
          {BASE_URL_ENV} to a copy of upstream's r2_router/ folder at commit {UPSTREAM_COMMIT}, \
-         or convert the checkpoints by hand with {CONVERT_BY_HAND}"
+         or use {CONVERT_BY_HAND}"
     )]
     NotFound { url: String },
 
     /// The server answered another error status (5xx ones after every retry).
     #[error(
         "{url} answered HTTP {status} (attempt {attempts}): try again later, or set \
-         {BASE_URL_ENV} to another copy of upstream's r2_router/ folder, or convert the \
-         checkpoints by hand with {CONVERT_BY_HAND}"
+         {BASE_URL_ENV} to another copy of upstream's r2_router/ folder, or use \
+         {CONVERT_BY_HAND}"
     )]
     Status {
         url: String,
@@ -279,7 +142,7 @@ pub enum FetchError {
     /// The server could not be reached or the connection broke (after every retry).
     #[error(
         "cannot download {url} ({reason}; attempt {attempts}): check the network and \
-         {BASE_URL_ENV}, or convert the checkpoints by hand with {CONVERT_BY_HAND}"
+         {BASE_URL_ENV}, or use {CONVERT_BY_HAND}"
     )]
     Unreachable {
         url: String,
@@ -306,7 +169,7 @@ pub enum FetchError {
     #[error(
         "{file} (from {url}) has sha256 {actual}, expected {expected}: the download is damaged \
          or the server holds other files than release {UPSTREAM_COMMIT}; nothing was cached. Run \
-         again, point {BASE_URL_ENV} at a faithful copy, or convert by hand with {CONVERT_BY_HAND}"
+         again, point {BASE_URL_ENV} at a faithful copy, or use {CONVERT_BY_HAND}"
     )]
     HashMismatch {
         file: String,
@@ -318,7 +181,7 @@ pub enum FetchError {
     /// The verified files could not be converted (a bug, or a disk problem).
     #[error(
         "converting the downloaded R2-Router checkpoints failed: {source}; nothing was cached \
-         (convert by hand with {CONVERT_BY_HAND})"
+         (use {CONVERT_BY_HAND})"
     )]
     Convert {
         #[source]
@@ -814,6 +677,7 @@ mod tests {
 
     #[test]
     fn default_base_url_is_the_pinned_commit() {
+        assert_eq!(UPSTREAM_COMMIT, r2_checkpoints::release::COMMIT);
         assert!(DEFAULT_BASE_URL.contains(UPSTREAM_COMMIT));
         assert!(DEFAULT_BASE_URL.ends_with("/r2_router/"));
         assert_eq!(short_commit(), "b0b2291");

@@ -32,6 +32,7 @@
 
 pub mod fetch;
 pub mod report;
+pub mod source;
 
 use std::path::{Path, PathBuf};
 
@@ -41,7 +42,10 @@ use r2_embed::{Embedder, VllmEmbedder, VllmOptions};
 use r2_llm::{ApiKey, ChatRequest, LlmClient, LlmOptions, Prices, Usage};
 
 pub use fetch::{FetchError, FetchOptions};
+pub use r2_checkpoints::Loaded;
 pub use r2_checkpoints::PoolModel;
+pub use r2_hub::RepoRef;
+pub use source::{Converted, RouterSource};
 
 /// The model pool compiled into r2 (the repository's `config/r2.json`): upstream's 11 models,
 /// prices and OpenRouter ids.
@@ -67,6 +71,27 @@ pub enum Error {
     Llm(#[from] r2_llm::Error),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Hub(#[from] r2_hub::Error),
+    /// A Hub repository holds neither router layout.
+    #[error(
+        "the Hugging Face repository {repo} holds no router: expected router.safetensors, or \
+         upstream's config.json with checkpoints/<model>_ridge_alpha10.0/*.joblib; it has {total} \
+         files: {}{}",
+        found.join(", "),
+        if *total > found.len() { ", …" } else { "" }
+    )]
+    NoRouterInRepo {
+        repo: String,
+        found: Vec<String>,
+        total: usize,
+    },
+    /// `convert` was given a router file, not an upstream release.
+    #[error("{from} is already a converted router ({}): there is nothing to convert", file.display())]
+    AlreadyConverted { from: String, file: PathBuf },
+    /// Both a folder and a Hub repository were given.
+    #[error("give either a checkpoints folder or a Hugging Face repository, not both")]
+    ConflictingSources,
     /// Generation was asked for but no API base was configured.
     #[error("no LLM API configured: pass an API base (e.g. --llm-api-base https://openrouter.ai/api/v1) to generate")]
     NoLlmApi,
@@ -94,11 +119,17 @@ pub enum Error {
 /// How to load a router. Every field has a default; see each one.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Folder with `router.safetensors`. Default: `$R2_CHECKPOINTS`, else `./checkpoints` when it
-    /// holds a router, else the released checkpoints, fetched and converted on first use into the
-    /// user's cache (see [`fetch`]).
+    /// Folder with `router.safetensors`, or an upstream folder (`config.json` +
+    /// `checkpoints/<model>_ridge_alpha10.0/*.joblib`, read in memory). Default: `$R2_CHECKPOINTS`,
+    /// else `./checkpoints` when it holds a router, else the released checkpoints, fetched and
+    /// converted on first use into the user's cache (see [`fetch`]).
     pub checkpoints: Option<PathBuf>,
-    /// The model pool config. Default: `$R2_CONFIG`, else [`BUILTIN_CONFIG`].
+    /// A Hugging Face Hub repository holding a router in either layout (downloaded into the Hub
+    /// cache on first use; `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_OFFLINE`, `HF_TOKEN` apply). Not
+    /// together with `checkpoints`.
+    pub hf_repo: Option<RepoRef>,
+    /// The model pool config. Default: `$R2_CONFIG`, else the router folder's pool `config.json`
+    /// (an upstream folder's own), else [`BUILTIN_CONFIG`].
     pub config: Option<PathBuf>,
     /// An OpenAI-compatible embeddings server (vLLM). Default: embed in-process.
     pub embed_url: Option<String>,
@@ -159,42 +190,37 @@ impl std::fmt::Debug for R2Router {
     }
 }
 
-/// The pool config: `config`, else `$R2_CONFIG`, else the built-in one.
+/// The pool config: `config`, else `$R2_CONFIG`, else the built-in one (for commands that use a
+/// pool without a router, e.g. embedding).
 pub fn load_pool(config: Option<&Path>) -> Result<PoolConfig> {
-    let path = config
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("R2_CONFIG").map(PathBuf::from));
-    Ok(match path {
-        Some(path) => PoolConfig::from_file(&path)?,
-        None => PoolConfig::from_json(BUILTIN_CONFIG, Path::new("<built-in config/r2.json>"))?,
-    })
+    match source::explicit_pool(config)? {
+        Some(pool) => Ok(pool),
+        None => source::builtin_pool(),
+    }
 }
 
-/// The folder of the router: `checkpoints`, else `$R2_CHECKPOINTS`, else `./checkpoints` when it
-/// holds a router, else the released checkpoints from the cache (fetched on first use).
-pub async fn locate_checkpoints(checkpoints: Option<&Path>, progress: bool) -> Result<PathBuf> {
-    if let Some(dir) = checkpoints {
-        return Ok(dir.to_path_buf());
+/// Where `options` say the router is: a folder, a Hub repository, or neither (the defaults).
+fn router_source(options: &Options) -> Result<Option<RouterSource>> {
+    match (&options.checkpoints, &options.hf_repo) {
+        (Some(_), Some(_)) => Err(Error::ConflictingSources),
+        (Some(dir), None) => Ok(Some(RouterSource::Dir(dir.clone()))),
+        (None, Some(repo)) => Ok(Some(RouterSource::Hub(repo.clone()))),
+        (None, None) => Ok(None),
     }
-    if let Some(dir) = std::env::var_os("R2_CHECKPOINTS") {
-        return Ok(PathBuf::from(dir));
-    }
-    let local = PathBuf::from("checkpoints");
-    if local.join(r2_checkpoints::ROUTER_FILE).is_file() {
-        return Ok(local);
-    }
-    let mut options = FetchOptions::from_env()?;
-    options.progress = progress;
-    Ok(fetch::ensure_upstream_router(&options).await?)
+}
+
+/// Loads the router and its pool the way [`R2Router::load`] does, without a chat client or
+/// embedder (for evaluation and other offline uses).
+pub async fn load_router(options: &Options) -> Result<Loaded> {
+    let source = router_source(options)?;
+    source::load(source.as_ref(), options.config.as_deref(), options.progress).await
 }
 
 impl R2Router {
     /// Loads the pool and the router (fetching the released checkpoints if needed) and sets up the
     /// chat client. The embedder is made on first use.
     pub async fn load(options: Options) -> Result<Self> {
-        let pool = load_pool(options.config.as_deref())?;
-        let dir = locate_checkpoints(options.checkpoints.as_deref(), options.progress).await?;
-        let router = r2_checkpoints::load_router(&dir, &pool)?;
+        let Loaded { router, pool, .. } = load_router(&options).await?;
         let lambda = options.lambda.unwrap_or(pool.default_lambda);
         let llm = match &options.llm_api_base {
             Some(base) => Some(LlmClient::new(
@@ -296,11 +322,23 @@ impl R2Router {
         Ok(self.router.model_mask(&names)?)
     }
 
-    /// The embedder, made on first use from the options.
+    /// The embedder, made on first use from the options; it must give the vectors the router
+    /// takes.
     pub async fn embedder(&self) -> Result<&dyn Embedder> {
         let embedder = self
             .embedder
-            .get_or_try_init(|| make_embedder(&self.options, &self.pool))
+            .get_or_try_init(|| async {
+                let embedder = make_embedder(&self.options, &self.pool).await?;
+                if embedder.dim() != self.router.dim() {
+                    return Err(Error::EmbeddingDimension {
+                        model: embedder.model_name().to_owned(),
+                        got: embedder.dim(),
+                        expected: self.router.dim(),
+                        trained_on: self.pool.embedding_model.clone(),
+                    });
+                }
+                Ok(embedder)
+            })
             .await?;
         Ok(embedder.as_ref())
     }
@@ -375,7 +413,9 @@ impl R2Router {
     }
 }
 
-/// Builds the embedder the options ask for and checks its dimension against the pool.
+/// Builds the embedder the options ask for: the pool names the embedding model (and the
+/// dimension a vLLM server is expected to answer with). The dimension is not checked against a
+/// router here: [`R2Router::embedder`] does that where vectors meet the router.
 pub async fn make_embedder(options: &Options, pool: &PoolConfig) -> Result<Box<dyn Embedder>> {
     let batch_size = options.embed_batch_size.unwrap_or(64).max(1);
     let embedder: Box<dyn Embedder> = match (&options.embed_url, &options.embedding_model_dir) {
@@ -390,14 +430,6 @@ pub async fn make_embedder(options: &Options, pool: &PoolConfig) -> Result<Box<d
         )?),
         (None, dir) => local_embedder(dir.as_deref(), pool, options.progress).await?,
     };
-    if embedder.dim() != pool.embedding_dim {
-        return Err(Error::EmbeddingDimension {
-            model: embedder.model_name().to_owned(),
-            got: embedder.dim(),
-            expected: pool.embedding_dim,
-            trained_on: pool.embedding_model.clone(),
-        });
-    }
     Ok(embedder)
 }
 

@@ -126,7 +126,28 @@ impl<'a> Report<'a> {
             predicted_quality: c.predicted_quality,
             predicted_cost_usd: c.predicted_cost_usd,
             risk: c.risk,
-            all_options: verbose.then(|| d.ranked.iter().map(|o| self.option(o)).collect()),
+            all_options: verbose.then(|| self.ranked(d)),
         }
+    }
+
+    /// The ranked options in upstream's order: by risk rounded to 8 decimals, highest first, and
+    /// options of equal rounded risk in pool order (models in pool order, budgets ascending, then
+    /// unlimited), as Python's stable `sorted(all_options, key=lambda x: -x["risk"])` leaves them.
+    pub fn ranked(&self, d: &Decision) -> Vec<OptionJson<'a>> {
+        let mut ranked: Vec<(&RouteOption, OptionJson<'a>)> =
+            d.ranked.iter().map(|o| (o, self.option(o))).collect();
+        let pool_order = |o: &RouteOption| {
+            let budget = match o.budget {
+                Budget::Tokens(n) => u64::from(n),
+                Budget::Unlimited => u64::MAX,
+            };
+            (o.model, budget)
+        };
+        ranked.sort_by(|(a, ja), (b, jb)| {
+            jb.risk
+                .total_cmp(&ja.risk)
+                .then_with(|| pool_order(a).cmp(&pool_order(b)))
+        });
+        ranked.into_iter().map(|(_, j)| j).collect()
     }
 }

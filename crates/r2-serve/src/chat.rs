@@ -173,7 +173,9 @@ async fn forward_request(
     let body = Value::Object(body);
     let started = Instant::now();
     if stream {
-        let raw = llm.complete_raw_stream(&body).await;
+        // Checked up to the first event, so that a provider answering HTML or broken JSON is a
+        // 502 here as it is without streaming, not a 200 with a broken stream.
+        let raw = llm.complete_raw_stream_checked(&body).await;
         state.metrics().provider_took(started.elapsed());
         let raw = raw.map_err(|e| state.provider_failed(e))?;
         let content_type = raw.content_type().unwrap_or("text/event-stream").to_owned();
@@ -181,6 +183,8 @@ async fn forward_request(
             raw,
             rename.map(str::to_owned),
             state.clone(),
+            llm.url().to_owned(),
+            llm.options().max_event_bytes,
         ));
         let mut response = body.into_response();
         set_header(&mut response, header::CONTENT_TYPE.as_str(), &content_type);

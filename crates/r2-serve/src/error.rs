@@ -31,6 +31,12 @@ pub enum ApiError {
     /// The body is larger than the server's limit.
     #[error("the request body is larger than this server's limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// The body did not arrive whole within the server's body timeout; the connection is closed.
+    #[error(
+        "the request body did not arrive within {timeout:?} (this server's body timeout); the \
+         connection is closed: send the whole body at once"
+    )]
+    BodyTimeout { timeout: std::time::Duration },
     /// A client key is required and the request has none, or another one.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -102,6 +108,12 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 INVALID_REQUEST,
                 "body_too_large",
+                self.to_string(),
+            ),
+            ApiError::BodyTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                INVALID_REQUEST,
+                "body_timeout",
                 self.to_string(),
             ),
             ApiError::Unauthorized(_) => (
@@ -217,6 +229,8 @@ fn core_parts(e: &r2_core::Error) -> Parts {
         E::DimensionMismatch { .. } => "dimension_mismatch",
         E::BatchShape { .. } => "batch_shape",
         E::NonFiniteEmbedding { .. } => "non_finite_embedding",
+        // An embedding far from the unit-norm vectors the heads were trained on.
+        E::NonFinitePrediction { .. } => "non_finite_prediction",
         E::InvalidLambda { .. } => "invalid_lambda",
         E::InvalidMaxCost { .. } => "invalid_max_cost",
         E::UnknownModel { .. } => "unknown_model",
@@ -295,6 +309,13 @@ fn embed_parts(e: &r2_embed::Error) -> Parts {
             UPSTREAM,
             "embedding_error",
             "the embedding server gave a vector with a non-finite value".to_owned(),
+        ),
+        E::AnswerTooLarge { .. } => (
+            StatusCode::BAD_GATEWAY,
+            UPSTREAM,
+            "embedding_error",
+            "the embedding server's answer is larger than any answer to the request could be"
+                .to_owned(),
         ),
         _ => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -402,6 +423,12 @@ fn llm_parts(e: &r2_llm::Error) -> Parts {
             "provider_no_choices",
             "the provider answered without any choice".to_owned(),
         ),
+        E::TooLarge { what, limit, .. } => (
+            StatusCode::BAD_GATEWAY,
+            UPSTREAM,
+            "provider_answer_too_large",
+            format!("the provider sent {what} larger than this gateway's limit of {limit} bytes"),
+        ),
         E::StreamInterrupted { reason, .. } | E::RawStreamInterrupted { reason, .. } => (
             StatusCode::BAD_GATEWAY,
             UPSTREAM,
@@ -429,6 +456,7 @@ fn llm_kind(e: &r2_llm::Error) -> &'static str {
         E::PaymentRequired { .. } => "payment_required",
         E::Unreachable { .. } => "unreachable",
         E::Malformed { .. } | E::NoChoices { .. } => "malformed",
+        E::TooLarge { .. } => "too_large",
         E::StreamInterrupted { .. } | E::RawStreamInterrupted { .. } => "stream_interrupted",
         _ => "other",
     }
@@ -444,6 +472,34 @@ mod tests {
             (ApiError::InvalidJson("x".into()), 400, "invalid_json"),
             (ApiError::InvalidBody("x".into()), 422, "invalid_body"),
             (ApiError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
+            (
+                ApiError::BodyTimeout {
+                    timeout: std::time::Duration::from_secs(1),
+                },
+                408,
+                "body_timeout",
+            ),
+            (
+                r2_llm::Error::TooLarge {
+                    url: "http://provider/v1/chat/completions".into(),
+                    what: "a stream line",
+                    limit: 1024,
+                }
+                .into(),
+                502,
+                "provider_answer_too_large",
+            ),
+            (
+                r2_embed::Error::AnswerTooLarge {
+                    url: "http://provider/v1/embeddings".into(),
+                    limit: 1024,
+                    texts: 1,
+                    dim: 8,
+                }
+                .into(),
+                502,
+                "embedding_error",
+            ),
             (ApiError::Unauthorized("no"), 401, "invalid_api_key"),
             (
                 ApiError::ModelNotFound { model: "m".into() },

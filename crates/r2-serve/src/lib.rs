@@ -25,6 +25,33 @@
 //! so a server that answers `/healthz` is ready. With a client key ([`ServeOptions::api_key`])
 //! every endpoint but `/healthz` needs `Authorization: Bearer <key>`. Errors are OpenAI-shaped
 //! (`{"error": {"message", "type", "code"}}`) and get their status in one place, [`ApiError`].
+//! A request body may start with a UTF-8 byte-order mark, which is ignored.
+//!
+//! Limits, so that slow, idle or hostile clients cannot take the server down ([`ServeOptions`];
+//! the defaults are the `DEFAULT_*` constants):
+//!
+//! - at most [`ServeOptions::max_connections`] open connections (default 256, well below the
+//!   usual soft limit of 1024 file descriptors: a routed chat request also holds one connection
+//!   to the provider and one to the embedding server); past it, new connections wait in the
+//!   listen backlog until a slot frees up;
+//! - a request head must arrive within [`ServeOptions::header_timeout`] (10 s; from the
+//!   connection's start for the first request, from its first byte for later ones); a keep-alive
+//!   connection may wait [`ServeOptions::idle_timeout`] (30 s) for its next request; a client
+//!   that takes no byte of its answer for [`ServeOptions::send_timeout`] (30 s) loses the
+//!   connection. Each of these closes the connection without an answer;
+//! - a body must arrive whole within [`ServeOptions::body_timeout`] (30 s), else 408 and the
+//!   connection is closed; a `Content-Length` above [`ServeOptions::body_limit`] (1 MiB) is 413
+//!   at once, before any of the body is read (a longer body without one is 413 as soon as it
+//!   passes the limit);
+//! - a request on `/v1/*` takes a slot of [`ServeOptions::max_concurrency`] (512) only once its
+//!   body has been read, and holds it until its answer has been sent; with every slot taken it
+//!   is 429 at once;
+//! - on shutdown the server stops accepting, lets the requests in flight finish for at most
+//!   [`ServeOptions::drain_timeout`] (30 s), then closes the rest and returns;
+//! - the provider's answers are bounded by `r2_llm` (1 MiB per line or event of a stream, 64 MiB
+//!   for a whole answer), and a streamed answer is checked to begin with a valid event before
+//!   the 200 head is sent, so a provider that answers HTML or broken JSON is 502 whether the
+//!   request streams or not.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,6 +72,7 @@
 //! command line.
 
 mod chat;
+mod conn;
 mod error;
 mod metrics;
 mod route;
@@ -55,6 +83,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -63,11 +92,10 @@ use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use r2_core::RouteParams;
 use r2_router::R2Router;
 use serde::de::DeserializeOwned;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -80,6 +108,26 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 /// The default limit of requests in flight on `/v1/*`.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 512;
+
+/// The default limit of open connections: 256, so that with a connection to the provider and one
+/// to the embedding server per request the process stays below the usual soft limit of 1024
+/// file descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// The default time allowed for a request head: 10 s.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default time allowed for a whole request body: 30 s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time a keep-alive connection may wait for its next request: 30 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time a client may take no byte of its answer: 30 s.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time the requests in flight get to finish after a shutdown signal: 30 s.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The environment variable the command line reads the client key from.
 pub const API_KEY_ENV: &str = "R2_SERVER_API_KEY";
@@ -95,8 +143,30 @@ pub struct ServeOptions {
     /// get 413.
     pub body_limit: usize,
     /// Requests in flight on `/v1/*` at most (default [`DEFAULT_MAX_CONCURRENCY`]); one more gets
-    /// 429 at once instead of waiting. A streamed answer holds its slot until it ends.
+    /// 429 at once instead of waiting. A request takes its slot once its body has been read; a
+    /// streamed answer holds it until it ends. (A connection has at most one request in flight,
+    /// so this limit matters only below [`ServeOptions::max_connections`].)
     pub max_concurrency: usize,
+    /// Open connections at most (default [`DEFAULT_MAX_CONNECTIONS`]; zero is taken as one).
+    /// Further connections wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// Time allowed for a request head (default [`DEFAULT_HEADER_TIMEOUT`]): from the
+    /// connection's start for its first request, from the first byte for later ones. Past it the
+    /// connection is closed.
+    pub header_timeout: Duration,
+    /// Time allowed for a whole request body, from the end of its head (default
+    /// [`DEFAULT_BODY_TIMEOUT`]). Past it the answer is 408 and the connection is closed.
+    pub body_timeout: Duration,
+    /// Time a keep-alive connection may wait for the first byte of its next request (default
+    /// [`DEFAULT_IDLE_TIMEOUT`]). Past it the connection is closed.
+    pub idle_timeout: Duration,
+    /// Time a client may take no byte of its answer (default [`DEFAULT_SEND_TIMEOUT`]). Past it
+    /// the connection is closed (and a streamed answer's slot given back).
+    pub send_timeout: Duration,
+    /// Time the requests in flight get to finish after the shutdown signal (default
+    /// [`DEFAULT_DRAIN_TIMEOUT`]); then the remaining connections are closed and
+    /// [`serve`] returns.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -105,6 +175,12 @@ impl Default for ServeOptions {
             api_key: None,
             body_limit: DEFAULT_BODY_LIMIT,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -115,6 +191,12 @@ impl std::fmt::Debug for ServeOptions {
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .field("body_limit", &self.body_limit)
             .field("max_concurrency", &self.max_concurrency)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("send_timeout", &self.send_timeout)
+            .field("drain_timeout", &self.drain_timeout)
             .finish()
     }
 }
@@ -148,6 +230,7 @@ impl AppState {
         let params = r2.default_params()?;
         options.api_key = options.api_key.filter(|key| !key.trim().is_empty());
         options.max_concurrency = options.max_concurrency.max(1);
+        options.max_connections = options.max_connections.max(1);
         let router = r2.router();
         let mut models = HashMap::new();
         for index in 0..router.models().len() {
@@ -260,7 +343,8 @@ fn models_list(r2: &R2Router) -> serde_json::Value {
 /// The gateway's routes, middleware and state.
 ///
 /// Middleware, outermost first: the body limit, request counting (`r2_requests_total`), the
-/// client key (all but `/healthz`), the concurrency limit (`/v1/*` only).
+/// client key (all but `/healthz`), then on `/v1/*` only: reading the whole body (body timeout,
+/// `Content-Length` checked first), the concurrency limit.
 pub fn router(state: AppState) -> axum::Router {
     let limited = axum::Router::new()
         .route("/v1/chat/completions", post(chat::handle))
@@ -270,7 +354,8 @@ pub fn router(state: AppState) -> axum::Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limit_concurrency,
-        ));
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), read_body));
     let protected = limited
         .route("/metrics", get(metrics_text))
         .method_not_allowed_fallback(method_not_allowed)
@@ -289,8 +374,10 @@ pub fn router(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves; then stops accepting connections and
-/// returns once the requests in flight (streams included) have been answered.
+/// Serves `state` on `listener` (HTTP/1.1, `TCP_NODELAY`) with the connection limits and
+/// timeouts of its [`ServeOptions`], until `shutdown` resolves; then stops accepting connections,
+/// closes idle ones, and returns once the requests in flight (streams included) have been
+/// answered, or after [`ServeOptions::drain_timeout`], closing what is left.
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -299,13 +386,8 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    // Streamed pieces go out at once, not after the previous one is acknowledged.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let options = state.options().clone();
+    conn::serve(listener, router(state), &options, shutdown).await
 }
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
@@ -388,8 +470,9 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, state: &AppState) -> Result<B
 }
 
 /// JSON of type `T`: broken JSON is [`ApiError::InvalidJson`] (400), JSON of the wrong shape
-/// [`ApiError::InvalidBody`] (422).
+/// [`ApiError::InvalidBody`] (422). A UTF-8 byte-order mark before the JSON is ignored.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
             // A shape error can come before a syntax error further on: broken JSON is named as
@@ -470,6 +553,67 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// Reads the whole body before the request goes on (so that a slow body holds no slot of the
+/// concurrency limit): a `Content-Length` over the body limit is 413 at once, a body that grows
+/// past it is 413 as soon as it does, one that does not arrive within the body timeout is 408;
+/// all three close the connection.
+async fn read_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let options = &state.inner.options;
+    let limit = options.body_limit;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return closing(ApiError::BodyTooLarge { limit });
+    }
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(options.body_timeout, collect_body(body, limit)).await {
+        Err(_) => closing(ApiError::BodyTimeout {
+            timeout: options.body_timeout,
+        }),
+        Ok(Err(error)) => closing(error),
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+    }
+}
+
+/// The whole body, or 413 as soon as it is longer than `limit`.
+async fn collect_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    // Most bodies come in one chunk, which is kept as it is; more are joined at the end.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut length = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::InvalidRequest(format!("the request body could not be read: {e}"))
+        })?;
+        length += chunk.len();
+        if length > limit {
+            return Err(ApiError::BodyTooLarge { limit });
+        }
+        chunks.push(chunk);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
+    })
+}
+
+/// The error's answer with `Connection: close`: the rest of the body is not read.
+fn closing(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 async fn limit_concurrency(
     State(state): State<AppState>,
     request: Request,
@@ -483,21 +627,23 @@ async fn limit_concurrency(
     };
     let response = next.run(request).await;
     // The slot is given back when the body has been sent (or dropped), so a stream holds it.
-    response.map(|body| {
-        Body::new(WithPermit {
-            body,
-            _permit: permit,
-        })
-    })
+    response.map(|body| Body::new(Holding::new(body, permit)))
 }
 
-/// A response body that holds a slot of the concurrency limit until it is dropped.
-struct WithPermit {
+/// A response body that holds something (a slot of the concurrency limit, the connection's count
+/// of requests in flight) until it is dropped.
+pub(crate) struct Holding<T> {
     body: Body,
-    _permit: OwnedSemaphorePermit,
+    _held: T,
 }
 
-impl http_body::Body for WithPermit {
+impl<T> Holding<T> {
+    pub(crate) fn new(body: Body, held: T) -> Self {
+        Self { body, _held: held }
+    }
+}
+
+impl<T: Send + Unpin + 'static> http_body::Body for Holding<T> {
     type Data = Bytes;
     type Error = axum::Error;
 

@@ -1,5 +1,8 @@
 //! Passing a provider's server-sent events through: complete lines go on as soon as they arrive,
-//! with `model` rewritten in the JSON of `data:` lines when the request was routed.
+//! with `model` rewritten in the JSON of `data:` lines when the request was routed. Only the
+//! line being read is held back, and at most `limit` bytes of it (r2-llm's raw stream already
+//! stops at its `max_event_bytes`; this is the gateway's own bound). A provider's JSON answer to a
+//! stream request (already read whole and checked by r2-llm) passes through unchanged.
 
 use std::convert::Infallible;
 
@@ -12,65 +15,95 @@ use crate::AppState;
 
 /// The provider's stream for the client. A provider error in the middle of the stream (the
 /// status is already sent) ends it with one more event, `data: {"error": {...}}`, in the shape of
-/// the gateway's other errors.
+/// the gateway's other errors; so does a line longer than `limit` bytes (`url` names the
+/// provider in the error).
 pub(crate) fn pass_through(
     raw: RawStream,
     model: Option<String>,
     state: AppState,
+    url: String,
+    limit: usize,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
-    let lines = Lines::new(model);
-    futures_util::stream::unfold(Some((raw, lines, state)), |s| async move {
-        let (mut raw, mut lines, state) = s?;
-        loop {
-            match raw.next().await {
-                Some(Ok(chunk)) => {
-                    let out = lines.push(&chunk);
-                    if !out.is_empty() {
-                        return Some((Ok(out), Some((raw, lines, state))));
+    // JSON (a provider that ignored `"stream": true`) is not made of lines: it passes unchanged.
+    let json = raw
+        .content_type()
+        .is_some_and(|t| t.trim_start().starts_with("application/json"));
+    let lines = Lines::new(model, limit);
+    futures_util::stream::unfold(Some((raw, lines, state)), move |s| {
+        let url = url.clone();
+        async move {
+            let (mut raw, mut lines, state) = s?;
+            loop {
+                let failed = match raw.next().await {
+                    Some(Ok(chunk)) if json => {
+                        return Some((Ok(chunk), Some((raw, lines, state))));
                     }
-                }
-                Some(Err(e)) => {
-                    // A cut line is dropped; the blank line ends any event left open.
-                    let error = state.provider_failed(e);
-                    eprintln!("r2 serve: the provider's stream failed: {error}");
-                    let event = format!("\ndata: {}\n\n", error.body());
-                    return Some((Ok(Bytes::from(event)), None));
-                }
-                None => {
-                    let rest = lines.finish();
-                    return (!rest.is_empty()).then_some((Ok(rest), None));
-                }
+                    Some(Ok(chunk)) => match lines.push(&chunk) {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => return Some((Ok(out), Some((raw, lines, state)))),
+                        Err(TooLong) => r2_llm::Error::TooLarge {
+                            url,
+                            what: "a stream line",
+                            limit,
+                        },
+                    },
+                    Some(Err(e)) => e,
+                    None => {
+                        let rest = lines.finish();
+                        return (!rest.is_empty()).then_some((Ok(rest), None));
+                    }
+                };
+                // A cut line is dropped; the blank line ends any event left open.
+                let error = state.provider_failed(failed);
+                eprintln!("r2 serve: the provider's stream failed: {error}");
+                let event = format!("\ndata: {}\n\n", error.body());
+                return Some((Ok(Bytes::from(event)), None));
             }
         }
     })
 }
 
+/// A line longer than the limit.
+#[derive(Debug, PartialEq, Eq)]
+struct TooLong;
+
 /// Splits a byte stream into complete lines and rewrites `model` in `data:` lines.
 struct Lines {
     pending: Vec<u8>,
     model: Option<String>,
+    /// The most bytes of an incomplete line held back.
+    limit: usize,
 }
 
 impl Lines {
-    fn new(model: Option<String>) -> Self {
+    fn new(model: Option<String>, limit: usize) -> Self {
         Self {
             pending: Vec::new(),
             model,
+            limit,
         }
     }
 
-    /// Takes a chunk; returns every line it completes (with the ones held back before).
-    fn push(&mut self, chunk: &[u8]) -> Bytes {
+    /// Takes a chunk; returns every line it completes (with the ones held back before), or
+    /// [`TooLong`] when the line left incomplete is longer than the limit.
+    fn push(&mut self, chunk: &[u8]) -> Result<Bytes, TooLong> {
         if self.pending.is_empty() && self.model.is_none() && chunk.ends_with(b"\n") {
-            return Bytes::copy_from_slice(chunk);
+            return Ok(Bytes::copy_from_slice(chunk));
         }
         self.pending.extend_from_slice(chunk);
         let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else {
-            return Bytes::new();
+            return if self.pending.len() > self.limit {
+                Err(TooLong)
+            } else {
+                Ok(Bytes::new())
+            };
         };
         let rest = self.pending.split_off(end + 1);
+        if rest.len() > self.limit {
+            return Err(TooLong);
+        }
         let complete = std::mem::replace(&mut self.pending, rest);
-        self.rewrite(complete)
+        Ok(self.rewrite(complete))
     }
 
     /// The last line, when the stream ended without a line end.
@@ -122,29 +155,49 @@ mod tests {
 
     #[test]
     fn lines_are_held_until_complete_and_model_is_rewritten() {
-        let mut lines = Lines::new(Some("GLM-4.5-Air".into()));
+        let mut lines = Lines::new(Some("GLM-4.5-Air".into()), 1 << 20);
         let event = "data: {\"id\":\"x\",\"model\":\"z-ai/glm-4.5-air\",\"choices\":[]}\n\n";
         let (a, b) = event.split_at(20);
-        assert!(lines.push(a.as_bytes()).is_empty());
-        let out = lines.push(b.as_bytes());
+        assert!(lines.push(a.as_bytes()).unwrap().is_empty());
+        let out = lines.push(b.as_bytes()).unwrap();
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             "data: {\"id\":\"x\",\"model\":\"GLM-4.5-Air\",\"choices\":[]}\n\n"
         );
-        let out = lines.push(b": keep-alive\r\ndata: [DONE]\r\n\r\n");
+        let out = lines.push(b": keep-alive\r\ndata: [DONE]\r\n\r\n").unwrap();
         assert_eq!(&out[..], b": keep-alive\r\ndata: [DONE]\r\n\r\n");
         assert!(lines.finish().is_empty());
     }
 
     #[test]
     fn without_a_model_bytes_pass_unchanged() {
-        let mut lines = Lines::new(None);
+        let mut lines = Lines::new(None, 1 << 20);
         let event = b"data: {\"model\":\"m\"}\n\n";
-        assert_eq!(&lines.push(event)[..], event);
-        assert!(lines.push(b"data: {\"mo").is_empty());
-        assert_eq!(&lines.push(b"del\":1}\n")[..], b"data: {\"model\":1}\n");
-        assert_eq!(&lines.push(b"tail")[..], b"");
+        assert_eq!(&lines.push(event).unwrap()[..], event);
+        assert!(lines.push(b"data: {\"mo").unwrap().is_empty());
+        assert_eq!(
+            &lines.push(b"del\":1}\n").unwrap()[..],
+            b"data: {\"model\":1}\n"
+        );
+        assert_eq!(&lines.push(b"tail").unwrap()[..], b"");
         assert_eq!(&lines.finish()[..], b"tail");
+    }
+
+    #[test]
+    fn an_incomplete_line_over_the_limit_is_too_long() {
+        for model in [None, Some("M".to_owned())] {
+            let mut lines = Lines::new(model, 8);
+            assert!(lines.push(b"data: 1").unwrap().is_empty());
+            assert_eq!(lines.push(b"23"), Err(TooLong));
+            let mut lines = Lines::new(None, 8);
+            assert_eq!(&lines.push(b"ok\ndata: 1").unwrap()[..], b"ok\n");
+            assert_eq!(lines.push(b"\n0123456789"), Err(TooLong));
+            // Long streams of short lines are fine.
+            let mut lines = Lines::new(None, 8);
+            for _ in 0..100 {
+                assert_eq!(lines.push(b"data: 1\n\n").unwrap().len(), 9);
+            }
+        }
     }
 
     #[test]

@@ -726,7 +726,12 @@ fn for_each_line(
         if read == 0 {
             return Ok(());
         }
-        let line = buf.trim();
+        // A byte-order mark (as some editors write) at the start of the file is not JSON.
+        let line = if number == 1 {
+            buf.trim_start_matches('\u{feff}').trim()
+        } else {
+            buf.trim()
+        };
         if !line.is_empty() {
             f(number, line)?;
         }

@@ -221,3 +221,19 @@ fn embeddings_file_errors_name_that_file() {
         );
     }
 }
+
+#[test]
+fn a_byte_order_mark_at_the_start_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = good_lines();
+    let plain = load(&write(dir.path(), "plain.jsonl", &lines), None).unwrap();
+    lines[0] = format!("\u{feff}{}", lines[0]);
+    let marked = load(&write(dir.path(), "bom.jsonl", &lines), None).unwrap();
+    assert_eq!(marked.queries, plain.queries);
+    assert_eq!(marked.scores, plain.scores);
+    // Anywhere else it is still an error, named with its line.
+    lines[0] = lines[0].trim_start_matches('\u{feff}').to_owned();
+    lines[3] = format!("\u{feff}{}", lines[3]);
+    let err = load(&write(dir.path(), "bad.jsonl", &lines), None).unwrap_err();
+    assert!(err.contains("line 4"), "{err}");
+}

@@ -1,47 +1,31 @@
 //! Fetching a checkpoint from the Hugging Face Hub into the local cache (hf-hub, tokio API).
 //!
-//! The cache layout is the one `huggingface_hub` (Python) uses, so a model downloaded with
-//! `huggingface-cli download` is found and vice versa. Environment, read at each call:
-//!
-//! - `HF_HUB_CACHE`, else `HF_HOME/hub`, else `XDG_CACHE_HOME/huggingface/hub`, else
-//!   `~/.cache/huggingface/hub`: the cache folder;
-//! - `HF_ENDPOINT` (default `https://huggingface.co`): the Hub to download from;
-//! - `HF_HUB_OFFLINE` (`1`, `true`, `yes` or `on`): never touch the network, use the cache only;
-//! - `HF_TOKEN`: a token for private or gated repositories (else the `token` file of `HF_HOME`).
+//! The cache layout and the environment (`HF_HOME`, `HF_HUB_CACHE`, `HF_ENDPOINT`,
+//! `HF_HUB_OFFLINE`, `HF_TOKEN`, read at each call) are those of `huggingface_hub` (Python), as
+//! `r2-hub` reads them, so a model downloaded with `huggingface-cli download` is found and vice
+//! versa.
 //!
 //! Files already in the cache are used without any network request, so a cached model also loads
 //! without `HF_HUB_OFFLINE` when the network is down.
 
 use std::path::PathBuf;
 
-use hf_hub::api::tokio::{ApiBuilder, ApiError, ApiRepo};
+use hf_hub::api::tokio::{ApiError, ApiRepo};
 use hf_hub::{Cache, CacheRepo};
+use r2_hub::{error_chain as chain, status, HubSettings};
 
 use super::files::{shard_names, ModelFiles, CONFIG, TOKENIZER, WEIGHTS, WEIGHTS_INDEX};
 use crate::{Error, Result};
 
-const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
-
 /// Where and how to fetch, from the environment.
 struct Settings {
     repo: String,
-    endpoint: String,
-    cache_dir: PathBuf,
-    offline: bool,
-    token: Option<String>,
+    hub: HubSettings,
 }
 
 impl Settings {
     fn from_env(repo: &str) -> Result<Self> {
-        let valid = !repo.is_empty()
-            && !repo.starts_with('/')
-            && !repo.ends_with('/')
-            && repo.split('/').count() <= 2
-            && repo
-                .split('/')
-                .all(|part| !part.is_empty() && part != "." && part != "..")
-            && !repo.chars().any(|c| c.is_whitespace() || c == '\\');
-        if !valid {
+        if r2_hub::check_repo_id(repo).is_err() {
             return Err(Error::Download {
                 repo: repo.to_owned(),
                 file: CONFIG.to_owned(),
@@ -49,21 +33,14 @@ impl Settings {
                     .to_owned(),
             });
         }
-        let cache_dir = cache_dir().ok_or_else(|| Error::Download {
+        let hub = HubSettings::from_env().map_err(|_| Error::Download {
             repo: repo.to_owned(),
             file: CONFIG.to_owned(),
             reason: "cannot find the Hugging Face cache folder (no HOME): set HF_HOME".to_owned(),
         })?;
         Ok(Self {
             repo: repo.to_owned(),
-            endpoint: env("HF_ENDPOINT")
-                .map(|e| e.trim_end_matches('/').to_owned())
-                .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
-            cache_dir,
-            offline: env("HF_HUB_OFFLINE").is_some_and(|v| {
-                matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
-            }),
-            token: env("HF_TOKEN"),
+            hub,
         })
     }
 
@@ -77,48 +54,22 @@ impl Settings {
                  the model into the Hugging Face cache at {cache} with `huggingface-cli download \
                  {repo}` (set HF_HOME to use another cache), or pass --embedding-model-dir DIR \
                  with a folder that holds config.json, tokenizer.json and model.safetensors",
-                cache = self.cache_dir.display(),
+                cache = self.hub.cache_dir.display(),
                 repo = self.repo,
             ),
         }
     }
 }
 
-fn env(key: &str) -> Option<String> {
-    std::env::var(key).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// The cache folder, as `huggingface_hub` chooses it.
-fn cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = env("HF_HUB_CACHE") {
-        return Some(dir.into());
-    }
-    if let Some(home) = env("HF_HOME") {
-        return Some(PathBuf::from(home).join("hub"));
-    }
-    let cache = match env("XDG_CACHE_HOME") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env("HOME").or_else(|| env("USERPROFILE"))?).join(".cache"),
-    };
-    Some(cache.join("huggingface").join("hub"))
-}
-
 /// Makes sure `repo`'s files are in the cache (downloading what is missing unless offline) and
 /// returns their paths.
 pub(crate) async fn fetch(repo: &str, progress: bool) -> Result<ModelFiles> {
     let settings = Settings::from_env(repo)?;
-    let cache = Cache::new(settings.cache_dir.clone());
-    if settings.offline {
+    if settings.hub.offline {
+        let cache = Cache::new(settings.hub.cache_dir.clone());
         return from_cache(&settings, &cache.model(repo.to_owned()));
     }
-
-    let mut builder = ApiBuilder::from_cache(cache)
-        .with_endpoint(settings.endpoint.clone())
-        .with_progress(progress);
-    if let Some(token) = &settings.token {
-        builder = builder.with_token(Some(token.clone()));
-    }
-    let api = builder.build().map_err(|e| Error::Download {
+    let api = settings.hub.api(progress).map_err(|e| Error::Download {
         repo: repo.to_owned(),
         file: CONFIG.to_owned(),
         reason: format!("cannot set up the HTTP client: {}", chain(&e)),
@@ -203,14 +154,6 @@ async fn get(settings: &Settings, api_repo: &ApiRepo, file: &str) -> Result<Path
         .map_err(|e| download_error(settings, api_repo, file, &e))
 }
 
-fn status(e: &ApiError) -> Option<u16> {
-    match e {
-        ApiError::RequestError(e) => e.status().map(|s| s.as_u16()),
-        ApiError::TooManyRetries(inner) => status(inner),
-        _ => None,
-    }
-}
-
 fn download_error(settings: &Settings, api_repo: &ApiRepo, file: &str, e: &ApiError) -> Error {
     let url = api_repo.url(file);
     let reason = match status(e) {
@@ -229,7 +172,7 @@ fn download_error(settings: &Settings, api_repo: &ApiRepo, file: &str, e: &ApiEr
                 &format!(
                     "downloading {url} failed ({}); check the network and HF_ENDPOINT (it is {})",
                     chain(e),
-                    settings.endpoint
+                    settings.hub.endpoint
                 ),
             )
         }
@@ -239,19 +182,4 @@ fn download_error(settings: &Settings, api_repo: &ApiRepo, file: &str, e: &ApiEr
         file: file.to_owned(),
         reason,
     }
-}
-
-/// An error and its sources, joined with ": " (reqwest hides the cause in the source chain).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
 }

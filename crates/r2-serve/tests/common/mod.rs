@@ -40,6 +40,8 @@ pub struct Setup {
     pub provider: Option<(ChatReply, ChatServerOptions)>,
     pub serve: ServeOptions,
     pub provider_timeout: Duration,
+    /// The API base of a provider started by the test itself (instead of `provider`).
+    pub provider_base: Option<String>,
 }
 
 impl Default for Setup {
@@ -54,6 +56,7 @@ impl Default for Setup {
             )),
             serve: ServeOptions::default(),
             provider_timeout: Duration::from_secs(5),
+            provider_base: None,
         }
     }
 }
@@ -84,6 +87,8 @@ impl Setup {
 pub struct Gateway {
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// `127.0.0.1:PORT`
+    pub addr: SocketAddr,
     pub state: AppState,
     /// What the provider received.
     pub seen: Arc<Mutex<Vec<SeenChat>>>,
@@ -95,6 +100,9 @@ pub struct Gateway {
 impl Gateway {
     pub async fn start(setup: Setup) -> Self {
         let (llm_api_base, seen) = match setup.provider {
+            _ if setup.provider_base.is_some() => {
+                (setup.provider_base, Arc::new(Mutex::new(Vec::new())))
+            }
             Some((reply, options)) => {
                 let (addr, seen) = r2_fixtures::start_chat_server_with(reply, options);
                 (Some(format!("http://{addr}/api/v1")), seen)
@@ -120,13 +128,15 @@ impl Gateway {
         .unwrap();
         let state = AppState::new(r2, setup.serve).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(r2_serve::serve(listener, state.clone(), async move {
             let _ = stop.await;
         }));
         Self {
             base,
+            addr,
             state,
             seen,
             client: reqwest::Client::new(),
