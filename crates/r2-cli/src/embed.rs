@@ -24,8 +24,8 @@ pub struct EmbedArgs {
     #[arg(long, value_name = "FILE")]
     file: Option<PathBuf>,
 
-    /// Model pool config, for the embedding model's name and dimension [default: $R2_CONFIG, else
-    /// the built-in config/r2.json]
+    /// Model pool config, for the embedding model's name [default: $R2_CONFIG, else the built-in
+    /// config/r2.json]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -49,7 +49,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         ..r2_router::Options::default()
     };
     let embedder = runtime
-        .block_on(r2_router::make_embedder(&options, &pool))
+        .block_on(r2_router::make_embedder(&options, &pool, None))
         .context("setting up the embedder")?;
     let mut queries = Queries::open(args.query.as_deref(), args.file.as_ref())?;
     let stdout = std::io::stdout();

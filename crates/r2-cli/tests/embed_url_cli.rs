@@ -166,3 +166,34 @@ fn progress_shows_on_a_terminal_and_not_in_a_pipe() {
     );
     assert_eq!(String::from_utf8_lossy(&piped.stdout).lines().count(), 40);
 }
+
+#[test]
+fn embed_takes_whatever_dimension_the_server_gives() {
+    // The built-in pool says 1024-d; this server's model gives 6-d vectors. `r2 embed` routes
+    // nothing, so it embeds; `r2 route` with the same server says what is wrong.
+    let vector = vec![0.5, -0.25, 0.125, 1.0, 0.0, -1.0];
+    let addr =
+        r2_fixtures::start_embeddings_server(HashMap::from([("hello".to_owned(), vector.clone())]));
+    let out = ok(r2()
+        .args(["embed", "--query", "hello", "--embed-url"])
+        .arg(format!("http://{addr}"))
+        .output()
+        .unwrap());
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let got: Vec<f64> = v["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(got, vector);
+    let err = failed(
+        r2().args(["route", "--query", "hello", "--embed-url"])
+            .arg(format!("http://{addr}"))
+            .arg("--checkpoints")
+            .arg(r2_fixtures::converted_router_dir())
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("6") && err.contains("1024"), "{err}");
+}

@@ -505,3 +505,90 @@ fn eval_reads_upstream_folders_and_hub_repositories_too() {
     );
     assert_eq!(from_hub, reference);
 }
+
+/// `r2 serve` with `source` (e.g. `--checkpoint-dir DIR`): the decision `/v1/route` gives for
+/// every golden embedding at the default λ, as (model, budget) pairs.
+fn serve_decisions(source: &[std::ffi::OsString], env: &[(&str, &std::ffi::OsStr)]) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let table: HashMap<String, Vec<f64>> = HashMap::from([("unused".to_owned(), vec![0.0; 1024])]);
+    let embed = r2_fixtures::start_embeddings_server(table);
+    let mut cmd = r2();
+    cmd.args(["serve", "--port", "0", "--embed-url"])
+        .arg(format!("http://{embed}"))
+        .args(source)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let address = line
+        .strip_prefix("r2 serve: listening on http://")
+        .and_then(|rest| rest.split_once(' '))
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .0
+        .to_owned();
+    let mut decisions = Vec::new();
+    for input in r2_fixtures::golden_inputs() {
+        let body =
+            serde_json::json!({"embedding": input.embedding, "input_tokens": input.input_tokens})
+                .to_string();
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        write!(
+            stream,
+            "POST /v1/route HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (_, json) = response.split_once("\r\n\r\n").unwrap();
+        let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {response}"));
+        decisions.push(format!("{} @ {}", v["model"], v["budget"]));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    decisions
+}
+
+#[test]
+fn serve_reads_upstream_folders_and_hub_repositories_too() {
+    let golden = golden();
+    let expected: Vec<String> = r2_fixtures::golden_inputs()
+        .iter()
+        .map(|input| {
+            let g = golden
+                .iter()
+                .find(|g| g.id == input.id && g.lambda == "0.99999")
+                .unwrap();
+            let budget = if g.budget == "unlimited" {
+                "\"unlimited\"".to_owned()
+            } else {
+                g.budget.clone()
+            };
+            format!("\"{}\" @ {budget}", g.model)
+        })
+        .collect();
+    let folder = serve_decisions(
+        &[
+            "--checkpoint-dir".into(),
+            r2_fixtures::upstream_dir().into(),
+        ],
+        &[],
+    );
+    assert_eq!(folder, expected);
+    let hub = upstream_hub();
+    let hf_home = tempfile::tempdir().unwrap();
+    let from_hub = serve_decisions(
+        &["--hf-repo".into(), "authors/R2-Router".into()],
+        &[
+            ("HF_ENDPOINT", hub.endpoint.as_ref()),
+            ("HF_HOME", hf_home.path().as_os_str()),
+            ("HF_HUB_OFFLINE", "0".as_ref()),
+        ],
+    );
+    assert_eq!(from_hub, expected);
+}

@@ -36,7 +36,9 @@ pub struct VllmOptions {
     pub max_retries: u32,
     /// Pause before the first retry (default 200 ms), doubled for each further retry up to 5 s.
     pub initial_backoff: Duration,
-    /// Expected length of every embedding (default 1024, Qwen3-0.6B's hidden size).
+    /// Expected length of every embedding (default 1024, Qwen3-0.6B's hidden size); 0 accepts the
+    /// length of the first answer (e.g. to embed without a router), and every later vector must
+    /// have that length.
     pub dim: usize,
 }
 
@@ -62,6 +64,8 @@ pub struct VllmEmbedder {
     url: String,
     model: String,
     options: VllmOptions,
+    /// With `options.dim == 0`, the length of the first answer's vectors (0 before it).
+    learned_dim: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl fmt::Debug for VllmEmbedder {
@@ -123,6 +127,7 @@ impl VllmEmbedder {
             url,
             model: model.to_owned(),
             options,
+            learned_dim: Default::default(),
         })
     }
 
@@ -174,13 +179,14 @@ impl VllmEmbedder {
             .map_err(|e| self.transport_failure(&e))?;
         let status = response.status();
         if status.is_success() {
-            let limit = Self::answer_limit(texts.len(), self.options.dim);
+            let dim = self.limit_dim();
+            let limit = Self::answer_limit(texts.len(), dim);
             return read_limited(response, limit).await.map_err(|e| match e {
                 BodyError::TooLarge => Failure::Final(Error::AnswerTooLarge {
                     url: self.url.clone(),
                     limit,
                     texts: texts.len(),
-                    dim: self.options.dim,
+                    dim,
                 }),
                 BodyError::Transport(e) => self.transport_failure(&e),
             });
@@ -268,9 +274,34 @@ impl VllmEmbedder {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        check_embeddings(&self.url, &embeddings, self.options.dim)
+        check_embeddings(&self.url, &embeddings, self.expected_dim(&embeddings))
             .map_err(|e| shift_index(e, start))?;
         Ok(embeddings)
+    }
+
+    /// The length every vector of this answer must have: the configured one, or (with `dim` 0)
+    /// the one learned from the first answer, which this answer's first vector sets.
+    fn expected_dim(&self, embeddings: &[Vec<f32>]) -> usize {
+        use std::sync::atomic::Ordering;
+        if self.options.dim != 0 {
+            return self.options.dim;
+        }
+        let first = embeddings.first().map_or(0, Vec::len).max(1);
+        match self
+            .learned_dim
+            .compare_exchange(0, first, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => first,
+            Err(learned) => learned,
+        }
+    }
+
+    /// The dimension the answer limit is computed for: when not known yet, a generous guess.
+    fn limit_dim(&self) -> usize {
+        match self.dim() {
+            0 => 8192,
+            dim => dim,
+        }
     }
 }
 
@@ -287,8 +318,12 @@ impl Embedder for VllmEmbedder {
         Ok(embeddings)
     }
 
+    /// The configured dimension, or with `dim` 0 the one learned from the first answer (0 before).
     fn dim(&self) -> usize {
-        self.options.dim
+        match self.options.dim {
+            0 => self.learned_dim.load(std::sync::atomic::Ordering::Relaxed),
+            dim => dim,
+        }
     }
 
     fn model_name(&self) -> &str {

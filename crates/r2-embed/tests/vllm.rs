@@ -793,3 +793,32 @@ async fn huge_error_body_is_read_only_in_part() {
         other => panic!("expected Status 500, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn dimension_zero_takes_the_length_of_the_first_answer_and_holds_to_it() {
+    // 3-d vectors for the first request, 5-d for later ones.
+    let server =
+        TestServer::start(|n, inputs| Reply::json(answer_for(inputs, if n == 0 { 3 } else { 5 })))
+            .await;
+    let embedder = server.embedder(VllmOptions {
+        dim: 0,
+        batch_size: 2,
+        ..options()
+    });
+    assert_eq!(embedder.dim(), 0, "unknown before the first answer");
+    let first = embedder.embed(&texts(2)).await.unwrap();
+    assert!(first.iter().all(|v| v.len() == 3));
+    assert_eq!(embedder.dim(), 3);
+    let err = embedder.embed(&texts(1)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::WrongDimension {
+                expected: 3,
+                got: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

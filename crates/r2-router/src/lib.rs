@@ -328,7 +328,8 @@ impl R2Router {
         let embedder = self
             .embedder
             .get_or_try_init(|| async {
-                let embedder = make_embedder(&self.options, &self.pool).await?;
+                let embedder =
+                    make_embedder(&self.options, &self.pool, Some(self.router.dim())).await?;
                 if embedder.dim() != self.router.dim() {
                     return Err(Error::EmbeddingDimension {
                         model: embedder.model_name().to_owned(),
@@ -413,17 +414,22 @@ impl R2Router {
     }
 }
 
-/// Builds the embedder the options ask for: the pool names the embedding model (and the
-/// dimension a vLLM server is expected to answer with). The dimension is not checked against a
-/// router here: [`R2Router::embedder`] does that where vectors meet the router.
-pub async fn make_embedder(options: &Options, pool: &PoolConfig) -> Result<Box<dyn Embedder>> {
+/// Builds the embedder the options ask for; the pool names the embedding model. A vLLM server
+/// must answer with `dim`-long vectors when given (`None`: whatever length its first answer has).
+/// The dimension is not checked against a router here: [`R2Router::embedder`] does that where
+/// vectors meet the router, and `r2 embed` embeds with whatever model it is given.
+pub async fn make_embedder(
+    options: &Options,
+    pool: &PoolConfig,
+    dim: Option<usize>,
+) -> Result<Box<dyn Embedder>> {
     let batch_size = options.embed_batch_size.unwrap_or(64).max(1);
     let embedder: Box<dyn Embedder> = match (&options.embed_url, &options.embedding_model_dir) {
         (Some(url), _) => Box::new(VllmEmbedder::new(
             url,
             &pool.embedding_model,
             VllmOptions {
-                dim: pool.embedding_dim,
+                dim: dim.unwrap_or(0),
                 batch_size,
                 ..VllmOptions::default()
             },
