@@ -5,6 +5,7 @@
 #   tools/bench-serve.sh [SECONDS] [CONNECTIONS]       (defaults: 30 s, 64 connections;
 #                                                       R2_BENCH_THREADS: wrk threads, default 2)
 #
+# R2_BENCH_BIN: an r2 binary to measure instead of building this tree's (e.g. an older build).
 # Needs wrk (`apt-get install wrk`) and the shared data folder ($R2_SHARED_DIR, else ../shared) for
 # the upstream checkpoints and the golden embeddings. Prints req/s, p50/p99 latency, errors, and
 # the server's resident memory before and after.
@@ -19,8 +20,9 @@ mkdir -p "$work"
 
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }
 cargo build --release -q -p r2-cli
+r2=${R2_BENCH_BIN:-target/release/r2}
 if [ ! -f "$work/router/router.safetensors" ]; then
-  cargo xtask convert-checkpoints --from "$shared/upstream-r2-router" --out "$work/router"
+  target/release/r2 convert --from "$shared/upstream-r2-router" --out "$work/router"
 fi
 
 # One request body per golden embedding: {"embedding": [...], "input_tokens": n}.
@@ -41,7 +43,7 @@ end
 LUA
 
 # The embeddings server is never called (the requests carry embeddings); port 9 is discard.
-target/release/r2 serve --checkpoints "$work/router" --embed-url http://127.0.0.1:9 \
+"$r2" serve --checkpoints "$work/router" --embed-url http://127.0.0.1:9 \
   --host 127.0.0.1 --port 0 2> "$work/serve.log" &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT

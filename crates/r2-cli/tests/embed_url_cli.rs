@@ -32,18 +32,6 @@ fn an_unreachable_embeddings_server_says_how_to_start_one() {
     );
 }
 
-/// A text whose upstream input-token estimate is `tokens` (1, 13 and 100 are reachable).
-fn text_with_estimate(id: u64, tokens: u64) -> String {
-    let words = (1..)
-        .find(|&k: &u64| ((k as f64 * 1.3) as u64).max(1) == tokens)
-        .unwrap();
-    let mut text = format!("query{id}");
-    for _ in 1..words {
-        text.push_str(" word");
-    }
-    text
-}
-
 #[test]
 fn route_file_through_an_embeddings_server_makes_the_golden_decisions() {
     let inputs = r2_fixtures::golden_inputs();
@@ -55,7 +43,7 @@ fn route_file_through_an_embeddings_server_makes_the_golden_decisions() {
         let text = if g.input_tokens == 2500 {
             format!("query{}", g.id)
         } else {
-            text_with_estimate(g.id, g.input_tokens)
+            r2_fixtures::text_with_estimate(g.id, g.input_tokens)
         };
         assert!(g.input_tokens == 2500 || estimate_input_tokens(&text) == g.input_tokens);
         table.insert(text.clone(), g.embedding.clone());

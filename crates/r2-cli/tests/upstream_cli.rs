@@ -352,18 +352,6 @@ fn verbose_text_is_route_pys_byte_for_byte() {
     assert_eq!(ours, expected);
 }
 
-/// A text whose upstream input-token estimate is `tokens`.
-fn text_with_estimate(id: u64, tokens: u64) -> String {
-    let words = (1..)
-        .find(|&k: &u64| ((k as f64 * 1.3) as u64).max(1) == tokens)
-        .unwrap();
-    let mut text = format!("query{id}");
-    for _ in 1..words {
-        text.push_str(" word");
-    }
-    text
-}
-
 #[test]
 fn file_and_generation_text_is_route_pys_byte_for_byte() {
     let golden = golden();
@@ -372,7 +360,7 @@ fn file_and_generation_text_is_route_pys_byte_for_byte() {
     let mut table = HashMap::new();
     let mut texts = HashMap::new();
     for g in inputs.iter().filter(|g| g.input_tokens != 2500) {
-        let text = text_with_estimate(g.id, g.input_tokens);
+        let text = r2_fixtures::text_with_estimate(g.id, g.input_tokens);
         assert_eq!(estimate_input_tokens(&text), g.input_tokens);
         table.insert(text.clone(), g.embedding.clone());
         texts.insert(g.id, text);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use r2_embed::{Embedder, Error, LocalQwen3Embedder};
-use r2_fixtures::hub::{closed_endpoint, HubRepo, HubServer, COMMIT};
+use r2_fixtures::hub::{closed_endpoint, set_hub_env, HubRepo, HubServer, COMMIT};
 use serde_json::Value;
 
 static ENV_LOCK: Mutex<()> = Mutex::new(());
@@ -22,20 +22,6 @@ fn lock_env() -> MutexGuard<'static, ()> {
     ENV_LOCK
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Points the Hub variables at `endpoint` and `hf_home`, offline or not; clears the others.
-fn set_env(endpoint: &str, hf_home: &Path, offline: bool) {
-    std::env::set_var("HF_ENDPOINT", endpoint);
-    std::env::set_var("HF_HOME", hf_home);
-    for key in ["HF_HUB_CACHE", "HF_TOKEN"] {
-        std::env::remove_var(key);
-    }
-    if offline {
-        std::env::set_var("HF_HUB_OFFLINE", "1");
-    } else {
-        std::env::remove_var("HF_HUB_OFFLINE");
-    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -145,7 +131,7 @@ fn first_load_downloads_then_the_cache_serves_offline() {
     runtime().block_on(async {
         let reference = reference_vectors().await;
         let server = HubServer::start(HashMap::from([("tiny/qwen3".to_owned(), tiny_repo())]));
-        set_env(&server.endpoint, hf_home.path(), false);
+        set_hub_env(&server.endpoint, hf_home.path(), false);
 
         let e = LocalQwen3Embedder::from_hub("tiny/qwen3", true)
             .await
@@ -175,13 +161,13 @@ fn first_load_downloads_then_the_cache_serves_offline() {
         );
 
         // Cached files are used without the network, even without HF_HUB_OFFLINE.
-        set_env(&closed_endpoint(), hf_home.path(), false);
+        set_hub_env(&closed_endpoint(), hf_home.path(), false);
         let e = LocalQwen3Embedder::from_hub("tiny/qwen3", false)
             .await
             .unwrap();
         assert_eq!(e.embed(&texts()).await.unwrap(), reference);
 
-        set_env(&closed_endpoint(), hf_home.path(), true);
+        set_hub_env(&closed_endpoint(), hf_home.path(), true);
         let e = LocalQwen3Embedder::from_hub("tiny/qwen3", false)
             .await
             .unwrap();
@@ -193,7 +179,7 @@ fn first_load_downloads_then_the_cache_serves_offline() {
 fn offline_with_an_empty_cache_says_what_to_do() {
     let _env = lock_env();
     let hf_home = tempfile::tempdir().unwrap();
-    set_env(&closed_endpoint(), hf_home.path(), true);
+    set_hub_env(&closed_endpoint(), hf_home.path(), true);
     let err = runtime()
         .block_on(LocalQwen3Embedder::from_hub("tiny/qwen3", false))
         .unwrap_err();
@@ -222,7 +208,7 @@ fn unreachable_hub_with_an_empty_cache_says_what_to_do() {
     let _env = lock_env();
     let hf_home = tempfile::tempdir().unwrap();
     let endpoint = closed_endpoint();
-    set_env(&endpoint, hf_home.path(), false);
+    set_hub_env(&endpoint, hf_home.path(), false);
     let err = runtime()
         .block_on(LocalQwen3Embedder::from_hub("tiny/qwen3", false))
         .unwrap_err();
@@ -246,7 +232,7 @@ fn a_file_missing_on_the_hub_is_named() {
         let mut repo = tiny_repo();
         repo.files.remove("tokenizer.json");
         let server = HubServer::start(HashMap::from([("tiny/no-tokenizer".to_owned(), repo)]));
-        set_env(&server.endpoint, hf_home.path(), false);
+        set_hub_env(&server.endpoint, hf_home.path(), false);
         let err = LocalQwen3Embedder::from_hub("tiny/no-tokenizer", false)
             .await
             .unwrap_err();
@@ -267,7 +253,7 @@ fn a_file_missing_on_the_hub_is_named() {
         let mut repo = tiny_repo();
         repo.files.remove("model.safetensors");
         let server2 = HubServer::start(HashMap::from([("tiny/no-weights".to_owned(), repo)]));
-        set_env(&server2.endpoint, hf_home.path(), false);
+        set_hub_env(&server2.endpoint, hf_home.path(), false);
         let err = LocalQwen3Embedder::from_hub("tiny/no-weights", false)
             .await
             .unwrap_err();
@@ -277,7 +263,7 @@ fn a_file_missing_on_the_hub_is_named() {
             "{err:?}"
         );
         assert!(msg.contains("model.safetensors.index.json"), "{msg}");
-        set_env(&server.endpoint, hf_home.path(), false);
+        set_hub_env(&server.endpoint, hf_home.path(), false);
 
         // An unknown repository fails on its first file.
         let err = LocalQwen3Embedder::from_hub("tiny/nothing-here", false)
@@ -297,14 +283,14 @@ fn a_sharded_repository_downloads_every_shard() {
     runtime().block_on(async {
         let reference = reference_vectors().await;
         let server = HubServer::start(HashMap::from([("tiny/sharded".to_owned(), sharded_repo())]));
-        set_env(&server.endpoint, hf_home.path(), false);
+        set_hub_env(&server.endpoint, hf_home.path(), false);
         let e = LocalQwen3Embedder::from_hub("tiny/sharded", false)
             .await
             .unwrap();
         assert_eq!(e.embed(&texts()).await.unwrap(), reference);
 
         // And the shards are found in the cache offline.
-        set_env(&closed_endpoint(), hf_home.path(), true);
+        set_hub_env(&closed_endpoint(), hf_home.path(), true);
         let e = LocalQwen3Embedder::from_hub("tiny/sharded", false)
             .await
             .unwrap();
@@ -319,7 +305,7 @@ fn a_sharded_repository_downloads_every_shard() {
 fn an_invalid_repository_id_is_rejected() {
     let _env = lock_env();
     let hf_home = tempfile::tempdir().unwrap();
-    set_env(&closed_endpoint(), hf_home.path(), false);
+    set_hub_env(&closed_endpoint(), hf_home.path(), false);
     for repo in ["", "a/b/c", "../x", "a b"] {
         let err = runtime()
             .block_on(LocalQwen3Embedder::from_hub(repo, false))

@@ -136,6 +136,22 @@ impl HubServer {
     }
 }
 
+/// Points this process's Hugging Face variables at `endpoint` and the cache under `hf_home`,
+/// offline or not, and clears `HF_HUB_CACHE`, `HF_TOKEN` and r2's own `R2_CHECKPOINTS` and
+/// `R2_CONFIG`. The environment is process-wide: callers hold a lock across the code that reads it.
+pub fn set_hub_env(endpoint: &str, hf_home: &std::path::Path, offline: bool) {
+    std::env::set_var("HF_ENDPOINT", endpoint);
+    std::env::set_var("HF_HOME", hf_home);
+    for key in ["HF_HUB_CACHE", "HF_TOKEN", "R2_CHECKPOINTS", "R2_CONFIG"] {
+        std::env::remove_var(key);
+    }
+    if offline {
+        std::env::set_var("HF_HUB_OFFLINE", "1");
+    } else {
+        std::env::remove_var("HF_HUB_OFFLINE");
+    }
+}
+
 /// An endpoint on 127.0.0.1 where nothing listens (a Hub that is down).
 pub fn closed_endpoint() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");

@@ -136,6 +136,19 @@ pub fn golden_inputs() -> Vec<GoldenInput> {
         .collect()
 }
 
+/// A text whose upstream input-token estimate (`max(1, int(words × 1.3))`) is `tokens`:
+/// `query<id>` and filler words (1, 13 and 100 are reachable; 2500 is not).
+pub fn text_with_estimate(id: u64, tokens: u64) -> String {
+    let words = (1..=10_000u64)
+        .find(|&k| ((k as f64 * 1.3) as u64).max(1) == tokens)
+        .unwrap_or_else(|| panic!("no word count has the estimate {tokens}"));
+    let mut text = format!("query{id}");
+    for _ in 1..words {
+        text.push_str(" word");
+    }
+    text
+}
+
 /// Every line of a golden JSONL file, parsed.
 pub fn golden_jsonl(name: &str) -> Vec<serde_json::Value> {
     let path = golden_dir().join(name);

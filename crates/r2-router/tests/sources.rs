@@ -9,26 +9,13 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use r2_core::RouteParams;
-use r2_fixtures::hub::{closed_endpoint, HubRepo, HubServer};
+use r2_fixtures::hub::{closed_endpoint, set_hub_env, HubRepo, HubServer};
 use r2_router::{Error, Options, RepoRef, RouterSource};
 
 static ENV_LOCK: Mutex<()> = Mutex::new(());
 
 fn lock_env() -> MutexGuard<'static, ()> {
     ENV_LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn set_env(endpoint: &str, hf_home: &Path, offline: bool) {
-    std::env::set_var("HF_ENDPOINT", endpoint);
-    std::env::set_var("HF_HOME", hf_home);
-    for key in ["HF_HUB_CACHE", "HF_TOKEN", "R2_CHECKPOINTS", "R2_CONFIG"] {
-        std::env::remove_var(key);
-    }
-    if offline {
-        std::env::set_var("HF_HUB_OFFLINE", "1");
-    } else {
-        std::env::remove_var("HF_HUB_OFFLINE");
-    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -96,7 +83,7 @@ fn load(options: Options) -> Result<r2_router::Loaded, Error> {
 fn an_upstream_folder_loads_in_memory_with_its_own_pool() {
     let _env = lock_env();
     let hf_home = tempfile::tempdir().unwrap();
-    set_env(&closed_endpoint(), hf_home.path(), true);
+    set_hub_env(&closed_endpoint(), hf_home.path(), true);
     // A copy, so the test can see that nothing is written next to the user's files.
     let copy = tempfile::tempdir().unwrap();
     copy_dir(&r2_fixtures::upstream_dir(), copy.path());
@@ -136,7 +123,7 @@ fn a_hub_repository_in_upstream_layout_loads_then_serves_from_the_cache() {
         "authors/R2-Router".to_owned(),
         upstream_repo(),
     )]));
-    set_env(&server.endpoint, hf_home.path(), false);
+    set_hub_env(&server.endpoint, hf_home.path(), false);
     let repo: RepoRef = "authors/R2-Router".parse().unwrap();
     let options = Options {
         hf_repo: Some(repo.clone()),
@@ -156,14 +143,14 @@ fn a_hub_repository_in_upstream_layout_loads_then_serves_from_the_cache() {
     );
 
     // A second run needs no network: the Hub is down, then offline.
-    set_env(&closed_endpoint(), hf_home.path(), false);
+    set_hub_env(&closed_endpoint(), hf_home.path(), false);
     assert_same_decisions(&load(options.clone()).unwrap().router);
-    set_env(&closed_endpoint(), hf_home.path(), true);
+    set_hub_env(&closed_endpoint(), hf_home.path(), true);
     assert_same_decisions(&load(options.clone()).unwrap().router);
 
     // Offline with an empty cache: the repository, the cache and what to do.
     let empty = tempfile::tempdir().unwrap();
-    set_env(&closed_endpoint(), empty.path(), true);
+    set_hub_env(&closed_endpoint(), empty.path(), true);
     let err = load(options).unwrap_err();
     let message = err.to_string();
     let cache = empty.path().join("hub").display().to_string();
@@ -184,7 +171,7 @@ fn a_hub_repository_with_a_router_file_and_its_pool_loads() {
     let mut repo = router_repo();
     repo.revisions.insert("v2".into());
     let server = HubServer::start(HashMap::from([("team/my-router".to_owned(), repo)]));
-    set_env(&server.endpoint, hf_home.path(), false);
+    set_hub_env(&server.endpoint, hf_home.path(), false);
     let loaded = load(Options {
         hf_repo: Some("team/my-router@v2".parse().unwrap()),
         ..Options::default()
@@ -211,7 +198,7 @@ fn a_hub_repository_without_a_router_lists_what_it_holds() {
         repo.files.insert(file.into(), b"x".to_vec());
     }
     let server = HubServer::start(HashMap::from([("Qwen/Qwen3-0.6B".to_owned(), repo)]));
-    set_env(&server.endpoint, hf_home.path(), false);
+    set_hub_env(&server.endpoint, hf_home.path(), false);
     let err = load(Options {
         hf_repo: Some("Qwen/Qwen3-0.6B".parse().unwrap()),
         ..Options::default()
@@ -251,7 +238,7 @@ fn convert_writes_a_router_and_its_pool_that_load_like_the_source() {
         "authors/R2-Router".to_owned(),
         upstream_repo(),
     )]));
-    set_env(&server.endpoint, hf_home.path(), false);
+    set_hub_env(&server.endpoint, hf_home.path(), false);
     let rt = runtime();
     for source in [
         RouterSource::Dir(r2_fixtures::upstream_dir()),
