@@ -265,3 +265,42 @@ impl Error {
         }
     }
 }
+
+impl r2_core::Classify for Error {
+    fn class(&self) -> r2_core::ErrorClass {
+        use r2_core::ErrorClass::{Internal, InvalidInput, NotFound};
+        match self {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => NotFound,
+            Error::Io { .. } => Internal,
+            Error::RouterNotFound { .. }
+            | Error::NoRouterLayout { .. }
+            | Error::NoCheckpoints { .. } => NotFound,
+            Error::Core { source, .. } => source.class(),
+            Error::Joblib(e) => match &e.kind {
+                crate::joblib::JoblibErrorKind::Io(io)
+                    if io.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    NotFound
+                }
+                _ => InvalidInput,
+            },
+            // The content of a file the user gave is wrong.
+            Error::Sha256Sums { .. }
+            | Error::Sha256Mismatch { .. }
+            | Error::NotInSha256Sums { .. }
+            | Error::ReleaseMismatch { .. }
+            | Error::Json { .. }
+            | Error::InvalidConfig { .. }
+            | Error::Safetensors { .. }
+            | Error::Metadata { .. }
+            | Error::MissingTensor { .. }
+            | Error::UnexpectedTensor { .. }
+            | Error::TensorDtype { .. }
+            | Error::TensorShape { .. }
+            | Error::NonFinite { .. }
+            | Error::ModelNotInRouter { .. }
+            | Error::DimensionMismatch { .. }
+            | Error::Upstream { .. } => InvalidInput,
+        }
+    }
+}

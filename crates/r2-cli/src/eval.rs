@@ -76,7 +76,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let loaded = crate::text::runtime()?
         .block_on(r2_router::load_router(&options))
-        .with_context(|| format!("loading the router ({})", crate::RouterArgs::HINT))?;
+        .map_err(crate::load::with_hint)
+        .context("loading the router")?;
     let (router, pool) = (loaded.router, loaded.pool);
     let models: Vec<String> = router.models().iter().map(|m| m.name.clone()).collect();
     let pool_label = pool.source.display().to_string();

@@ -26,12 +26,37 @@ pub fn router(
         llm_api_base: llm.and_then(|l| l.llm_api_base.clone()),
         llm_api_key: llm
             .and_then(|l| l.llm_api_key.clone())
-            .map(r2_llm::ApiKey::new),
+            .map(r2_router::r2_llm::ApiKey::new),
         lambda,
         progress: std::io::stderr().is_terminal(),
         ..Options::default()
     };
     runtime
         .block_on(R2Router::load(options))
-        .with_context(|| format!("loading the router ({})", RouterArgs::HINT))
+        .map_err(with_hint)
+        .context("loading the router")
+}
+
+/// What to tell a user of the command line about a library error: the flags that fix it.
+pub fn hint(e: &r2_router::Error) -> Option<&'static str> {
+    match e {
+        r2_router::Error::NothingAvailable => Some("pass --all-models or --models"),
+        r2_router::Error::NoLocalEmbedding => Some("give an embeddings server with --embed-url"),
+        r2_router::Error::Checkpoints(_)
+        | r2_router::Error::Fetch(_)
+        | r2_router::Error::Hub(_) => Some(RouterArgs::HINT),
+        r2_router::Error::Llm(
+            r2_router::r2_llm::Error::Unauthorized { .. }
+            | r2_router::r2_llm::Error::InvalidApiKey { .. },
+        ) => Some("pass the key with --llm-api-key or set OPENROUTER_API_KEY"),
+        _ => None,
+    }
+}
+
+/// `e` with the command-line hint that fixes it, if there is one.
+pub fn with_hint(e: r2_router::Error) -> anyhow::Error {
+    match hint(&e) {
+        Some(hint) => anyhow::anyhow!("{e} ({hint})"),
+        None => anyhow::Error::new(e),
+    }
 }

@@ -6,8 +6,11 @@
 mod convert;
 mod embed;
 mod eval;
+mod input;
 mod load;
+mod logging;
 mod output;
+mod print;
 mod route;
 mod serve;
 mod text;
@@ -91,6 +94,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if !matches!(cli.command, Command::Serve(_)) {
+        // `r2 serve` chooses its own format (--log-format).
+        logging::init(logging::LogFormat::Text, false);
+    }
     let result = match cli.command {
         Command::Route(args) => route::run(*args),
         Command::Embed(args) => embed::run(args),

@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use r2_core::Decision;
+use r2_router::r2_core::Decision;
 use r2_router::report::Report;
 use serde::Serialize;
 

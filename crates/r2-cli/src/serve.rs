@@ -7,6 +7,7 @@ use clap::Args;
 use r2_router::{Options, R2Router};
 use r2_serve::{AppState, ServeOptions};
 
+use crate::logging::{self, LogFormat};
 use crate::text::{self, EmbedderArgs};
 use crate::RouterArgs;
 
@@ -93,9 +94,15 @@ pub struct ServeArgs {
     /// has started)
     #[arg(long, default_value_t = 1, value_name = "N")]
     provider_retries: u32,
+
+    /// Log lines on stderr: human-readable text, or one JSON object a line (for log collectors).
+    /// Failed requests (5xx) are logged at `error`; RUST_LOG=r2_serve=debug logs every request
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    log_format: LogFormat,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
+    logging::init(args.log_format, true);
     let api_key = match args.api_key {
         Some(key) => Some(key),
         None => std::env::var(r2_serve::API_KEY_ENV).ok(),
@@ -131,13 +138,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         embedding_model_dir: args.embedder.embedding_model_dir.clone(),
         embed_batch_size: Some(args.embedder.embed_batch_size),
         llm_api_base: args.llm_api_base.clone(),
-        llm_api_key: args.llm_api_key.clone().map(r2_llm::ApiKey::new),
-        llm_options: Some(r2_llm::LlmOptions {
+        llm_api_key: args.llm_api_key.clone().map(r2_router::r2_llm::ApiKey::new),
+        llm_options: Some(r2_router::r2_llm::LlmOptions {
             timeout,
             max_retries: args.provider_retries,
             // A gateway should not hold a request for a minute on the provider's say-so.
             max_retry_after: Duration::from_secs(10),
-            ..r2_llm::LlmOptions::default()
+            ..r2_router::r2_llm::LlmOptions::default()
         }),
         lambda: args.lambda,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -165,6 +172,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         let address = listener.local_addr()?;
+        // Printed as it is, whatever the log format: the first line says where to connect.
         eprintln!(
             "r2 serve: listening on http://{address} ({})",
             summary(&state)
@@ -172,7 +180,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         r2_serve::serve(listener, state, shutdown(drain_timeout))
             .await
             .context("serving")?;
-        eprintln!("r2 serve: stopped");
+        tracing::info!("r2 serve: stopped");
         Ok(())
     })
 }
@@ -212,13 +220,13 @@ fn summary(state: &AppState) -> String {
 /// The first SIGINT/SIGTERM starts a graceful shutdown; a second one ends the process at once.
 async fn shutdown(drain_timeout: Duration) {
     r2_serve::shutdown_signal().await;
-    eprintln!(
+    tracing::info!(
         "r2 serve: shutting down: waiting up to {drain_timeout:?} for the requests in flight \
          (signal again to stop now)"
     );
     tokio::spawn(async {
         r2_serve::shutdown_signal().await;
-        eprintln!("r2 serve: stopped without waiting");
+        tracing::info!("r2 serve: stopped without waiting");
         std::process::exit(130);
     });
 }

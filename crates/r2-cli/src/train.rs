@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use r2_checkpoints::{PoolConfig, ROUTER_FILE};
+use r2_router::r2_checkpoints::{PoolConfig, ROUTER_FILE};
 use r2_train::{data, LoadOptions, SplitFilter, TrainOptions};
 
 #[derive(Args, Debug)]

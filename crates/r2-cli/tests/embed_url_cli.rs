@@ -13,14 +13,10 @@ use common::{failed, ok, r2};
 
 #[test]
 fn an_unreachable_embeddings_server_says_how_to_start_one() {
-    // Nothing listens on this port.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Nothing listens there.
     let err = failed(
         r2().args(["route", "--query", "hello", "--embed-url"])
-            .arg(format!("http://127.0.0.1:{port}"))
+            .arg(r2_fixtures::hub::closed_endpoint())
             .arg("--checkpoints")
             .arg(r2_fixtures::converted_router_dir())
             .output()

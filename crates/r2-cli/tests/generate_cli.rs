@@ -250,6 +250,7 @@ fn a_rejected_key_is_a_clear_error_that_does_not_show_the_key() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("OPENROUTER_API_KEY"), "{stderr}");
+    assert!(stderr.contains("--llm-api-key"), "{stderr}");
     assert!(stderr.contains("--query: line 1"), "{stderr}");
     assert!(!stderr.contains(KEY), "the key leaked: {stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains(KEY));

@@ -261,3 +261,44 @@ fn serve_closes_half_sent_heads_and_sigterm_does_not_wait_for_a_stalled_body() {
     check_no_key(&log);
     assert!(log.contains("r2 serve: stopped"), "{log}");
 }
+
+#[test]
+fn serve_with_log_format_json_logs_a_failed_request_as_one_json_line_with_its_decision() {
+    let (mut child, address, stderr) = start_with(&["--log-format", "json"]);
+    let chat = r#"{"model": "r2-router", "messages": [{"role": "user", "content": "query3"}]}"#;
+    let (status, _) = post(address, "/v1/chat/completions", chat, CLIENT_KEY);
+    assert_eq!(status, 502);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+    let log: Vec<String> = stderr.iter().collect();
+    check_no_key(&log.join("\n"));
+    let line = log
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("r2 serve: 502 POST /v1/chat/completions"))
+        })
+        .unwrap_or_else(|| panic!("no JSON line for the 502 in {log:#?}"));
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert_eq!(line["status"], 502, "{line}");
+    assert!(line["model"].is_string(), "{line}");
+    assert!(line["budget"].is_string(), "{line}");
+    // The whole error, which the client does not see.
+    assert!(
+        line["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 500")),
+        "{line}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains("r2 serve: stopped")),
+        "{log:#?}"
+    );
+}

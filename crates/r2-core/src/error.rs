@@ -122,3 +122,28 @@ pub enum Error {
         cheapest_cost: f64,
     },
 }
+
+impl crate::Classify for Error {
+    fn class(&self) -> crate::ErrorClass {
+        use crate::ErrorClass::{Internal, InvalidInput};
+        match self {
+            // A router that cannot be built is a checkpoint problem of whoever built it.
+            Error::EmptyPool
+            | Error::ZeroDimension
+            | Error::InvalidBudgets { .. }
+            | Error::DuplicateModel { .. }
+            | Error::HeadShape { .. }
+            | Error::NonFiniteParameter { .. }
+            | Error::NegativePrice { .. } => Internal,
+            Error::DimensionMismatch { .. }
+            | Error::BatchShape { .. }
+            | Error::NonFiniteEmbedding { .. }
+            | Error::NonFinitePrediction { .. }
+            | Error::InvalidLambda { .. }
+            | Error::InvalidMaxCost { .. }
+            | Error::UnknownModel { .. }
+            | Error::NoCandidates
+            | Error::NothingWithinMaxCost { .. } => InvalidInput,
+        }
+    }
+}

@@ -6,7 +6,8 @@
 //! predicts the output tokens of the unlimited answer. All heads of all models are stacked in one
 //! matrix, so one query costs one matrix–vector product and a batch one matrix–matrix product.
 //!
-//! Architecture invariant: `r2-core` does no I/O and knows nothing of HTTP, candle, files or JSON.
+//! Architecture invariant: `r2-core` does no I/O and knows nothing of HTTP, candle or JSON (its
+//! [`IoError`] only describes a failed file operation of the crates that do I/O).
 //! It has no async and no global state; it cannot fail except on bad shapes or bad values, and then
 //! returns an [`Error`] instead of panicking. Loading checkpoints lives in `r2-checkpoints`.
 //!
@@ -46,11 +47,13 @@
 //! ```
 
 mod budget;
+mod class;
 mod error;
 mod kernel;
 mod router;
 
 pub use budget::Budget;
+pub use class::{Classify, ErrorClass, IoError};
 pub use error::{Error, Result};
 pub use router::{
     BudgetGrid, BudgetPoint, Decision, HeadKind, ModelHeads, ModelInfo, ModelMask, RouteOption,
@@ -75,34 +78,9 @@ pub fn estimate_input_tokens(text: &str) -> u64 {
     ((words as f64 * 1.3) as u64).max(1)
 }
 
-/// Rounds like Python's `round(x, digits)`: to the nearest decimal with `digits` places, ties to
-/// even on the exact binary value, returned as the nearest float64.
-///
-/// Upstream rounds the numbers it reports (quality to 4 places, cost and risk to 8); r2 chooses on
-/// unrounded values and rounds only what it prints.
-pub fn round_like_python(x: f64, digits: usize) -> f64 {
-    if !x.is_finite() {
-        return x;
-    }
-    // Rust's fixed-precision formatting is exact and rounds ties to even, like CPython's `round`.
-    format!("{x:.digits$}").parse().unwrap_or(x)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rounding_matches_python_on_ties_and_binary_near_ties() {
-        // Values and expectations from CPython 3.11.
-        assert_eq!(round_like_python(0.25, 1), 0.2);
-        assert_eq!(round_like_python(0.35, 1), 0.3);
-        assert_eq!(round_like_python(2.5, 0), 2.0);
-        assert_eq!(round_like_python(0.001953125, 8), 0.00195312);
-        assert_eq!(round_like_python(0.125, 2), 0.12);
-        assert_eq!(round_like_python(-0.000000015, 8), -0.00000001);
-        assert_eq!(round_like_python(0.80406049123, 8), 0.80406049);
-    }
 
     #[test]
     fn input_tokens_split_like_python() {

@@ -106,3 +106,112 @@ pub enum Error {
     #[error("the embedding worker thread stopped: {0}")]
     Worker(String),
 }
+
+/// The class of each error, as `r2-serve` answers it: everything the embedding server does
+/// wrong (an error status of any kind, no connection, an answer of the wrong shape, size,
+/// dimension or values) is [`UpstreamFailure`](r2_core::ErrorClass) (502); the in-process model's
+/// failures while embedding are internal.
+impl r2_core::Classify for Error {
+    fn class(&self) -> r2_core::ErrorClass {
+        use r2_core::ErrorClass::{
+            Internal, InvalidInput, Unavailable, UpstreamFailure, UpstreamTimeout,
+        };
+        match self {
+            Error::EmptyText { .. } | Error::TooLong { .. } => InvalidInput,
+            // The server's address is the caller's setting.
+            Error::InvalidUrl { .. } => InvalidInput,
+            Error::Unreachable { .. }
+            | Error::Status { .. }
+            | Error::Malformed { .. }
+            | Error::AnswerTooLarge { .. }
+            | Error::WrongDimension { .. }
+            | Error::NonFinite { .. } => UpstreamFailure,
+            Error::Timeout { .. } => UpstreamTimeout,
+            // A model that is neither cached nor downloadable here (offline, the Hub unreachable,
+            // no cache folder).
+            Error::Download { .. } => Unavailable,
+            // A model folder that does not hold a usable model, or a forward pass that failed;
+            // the tokenizer failing on a text; the worker thread gone.
+            Error::Model { .. } | Error::Tokenizer(_) | Error::Worker(_) => Internal,
+        }
+    }
+
+    /// What a gateway's client is told: what went wrong with its text or the embedding server,
+    /// without the operator's URL, paths or command-line hints.
+    fn client_message(&self) -> String {
+        match self {
+            Error::EmptyText { .. } => "the text to route is empty".to_owned(),
+            Error::TooLong { tokens, max, .. } => format!(
+                "the text to route has {tokens} tokens, more than the {max} the embedding model \
+                 accepts"
+            ),
+            Error::Timeout { timeout, .. } => {
+                format!("the embedding server did not answer within {timeout:?}")
+            }
+            Error::Status {
+                status, message, ..
+            } => format!("the embedding server answered HTTP {status}: {message}"),
+            Error::Unreachable { .. } => "cannot reach the embedding server".to_owned(),
+            Error::Malformed { reason, .. } => {
+                format!("malformed answer from the embedding server: {reason}")
+            }
+            Error::WrongDimension { expected, got, .. } => format!(
+                "the embedding server gave a {got}-d vector, the router expects {expected}-d"
+            ),
+            Error::NonFinite { .. } => {
+                "the embedding server gave a vector with a non-finite value".to_owned()
+            }
+            Error::AnswerTooLarge { .. } => "the embedding server's answer is larger than any \
+                                             answer to the request could be"
+                .to_owned(),
+            Error::InvalidUrl { .. }
+            | Error::Model { .. }
+            | Error::Tokenizer(_)
+            | Error::Download { .. }
+            | Error::Worker(_) => "the embedder failed (see the server's log)".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use r2_core::{Classify, ErrorClass};
+
+    #[test]
+    fn classes_follow_the_statuses_the_gateway_answers() {
+        let url = || "http://127.0.0.1:8000/v1/embeddings".to_owned();
+        let cases = [
+            (Error::EmptyText { index: 0 }, ErrorClass::InvalidInput),
+            (
+                Error::Status {
+                    url: url(),
+                    status: 404,
+                    message: "no model".into(),
+                },
+                ErrorClass::UpstreamFailure,
+            ),
+            (
+                Error::Timeout {
+                    url: url(),
+                    timeout: Duration::from_secs(1),
+                },
+                ErrorClass::UpstreamTimeout,
+            ),
+            (
+                Error::Unreachable {
+                    url: url(),
+                    reason: "refused".into(),
+                },
+                ErrorClass::UpstreamFailure,
+            ),
+            (Error::Worker("gone".into()), ErrorClass::Internal),
+        ];
+        for (error, class) in cases {
+            assert_eq!(error.class(), class, "{error:?}");
+            let message = error.client_message();
+            assert!(!message.contains("127.0.0.1"), "{message}");
+            assert!(!message.contains("--embed-url"), "{message}");
+        }
+    }
+}

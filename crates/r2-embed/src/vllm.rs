@@ -8,12 +8,16 @@
 use std::fmt;
 use std::time::Duration;
 
+use r2_http::{RateLimits, RetryPolicy, StopReason};
 use serde::{Deserialize, Serialize};
 
 use crate::{check_embeddings, check_texts, Embedder, Error, Result};
 
 /// The longest pause between two retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why one request failed, and whether trying again may help.
+type Failure = r2_http::Failure<Error>;
 
 /// How many characters of a server's error text are kept in an [`Error::Status`].
 const MAX_MESSAGE_CHARS: usize = 500;
@@ -34,7 +38,8 @@ pub struct VllmOptions {
     /// Timeouts and 4xx answers are not retried: a slow server stays slow, and a rejected request
     /// is rejected again.
     pub max_retries: u32,
-    /// Pause before the first retry (default 200 ms), doubled for each further retry up to 5 s.
+    /// Pause before the first retry (default 200 ms), doubled for each further retry up to 5 s,
+    /// jittered by ±25%.
     pub initial_backoff: Duration,
     /// Expected length of every embedding (default 1024, Qwen3-0.6B's hidden size); 0 accepts the
     /// length of the first answer (e.g. to embed without a router), and every later vector must
@@ -115,12 +120,13 @@ impl VllmEmbedder {
     /// fragment.
     pub fn new(base_url: &str, model: &str, options: VllmOptions) -> Result<Self> {
         let url = embeddings_url(base_url)?;
-        let client = reqwest::Client::builder()
-            .timeout(options.timeout)
-            .build()
-            .map_err(|e| Error::Unreachable {
+        let client =
+            r2_http::client(Some(options.timeout), None).map_err(|e| Error::Unreachable {
                 url: url.clone(),
-                reason: format!("cannot set up the HTTP client: {}", error_chain(&e)),
+                reason: format!(
+                    "cannot set up the HTTP client: {}",
+                    r2_http::source_chain(&e)
+                ),
             })?;
         Ok(Self {
             client,
@@ -141,6 +147,17 @@ impl VllmEmbedder {
         &self.options
     }
 
+    /// The retry policy of [`VllmOptions`]: connection errors and 5xx answers (a vLLM server does
+    /// not rate-limit: a 429 is final like any 4xx), with exponential backoff up to 5 s.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.options.max_retries,
+            initial_backoff: self.options.initial_backoff,
+            max_backoff: MAX_BACKOFF,
+            rate_limits: RateLimits::Ignore,
+        }
+    }
+
     /// Embeds one chunk, retrying connection errors and 5xx answers with exponential backoff.
     async fn embed_chunk(
         &self,
@@ -148,20 +165,16 @@ impl VllmEmbedder {
         start: usize,
         total: usize,
     ) -> Result<Vec<Vec<f32>>> {
-        let mut backoff = self.options.initial_backoff.min(MAX_BACKOFF);
-        let mut attempt: u32 = 0;
-        loop {
-            match self.send(texts).await {
-                Ok(body) => return self.parse(&body, texts.len(), start, total),
-                Err(Failure::Retryable(_)) if attempt < self.options.max_retries => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = backoff.saturating_mul(2).min(MAX_BACKOFF);
-                    attempt += 1;
-                }
-                Err(Failure::Retryable(e)) => return Err(gave_up(e, attempt + 1)),
-                Err(Failure::Final(e)) => return Err(e),
-            }
-        }
+        let mut texts_ref = texts;
+        let body = self
+            .retry_policy()
+            .run(&mut texts_ref, |texts, _| Box::pin(self.send(texts)))
+            .await
+            .map_err(|stopped| match stopped.reason {
+                StopReason::OutOfRetries => gave_up(stopped.error, stopped.attempts),
+                StopReason::Final | StopReason::WaitTooLong { .. } => stopped.error,
+            })?;
+        self.parse(&body, texts.len(), start, total)
     }
 
     /// Sends one request and returns the body of a successful answer.
@@ -181,44 +194,44 @@ impl VllmEmbedder {
         if status.is_success() {
             let dim = self.limit_dim();
             let limit = Self::answer_limit(texts.len(), dim);
-            return read_limited(response, limit).await.map_err(|e| match e {
-                BodyError::TooLarge => Failure::Final(Error::AnswerTooLarge {
-                    url: self.url.clone(),
-                    limit,
-                    texts: texts.len(),
-                    dim,
-                }),
-                BodyError::Transport(e) => self.transport_failure(&e),
-            });
+            return r2_http::read_limited(response, limit)
+                .await
+                .map_err(|e| match e {
+                    r2_http::Error::TooLarge { limit } => Failure::Final(Error::AnswerTooLarge {
+                        url: self.url.clone(),
+                        limit,
+                        texts: texts.len(),
+                        dim,
+                    }),
+                    r2_http::Error::Transport(e) => self.transport_failure(&e),
+                });
         }
         // The status alone decides what happens next, so an error body that cannot be read is
         // treated as empty, and only its start is read.
-        let body = read_prefix(response, Self::MAX_ERROR_BODY_BYTES).await;
+        let body = r2_http::read_prefix(response, Self::MAX_ERROR_BODY_BYTES).await;
         let error = Error::Status {
             url: self.url.clone(),
             status: status.as_u16(),
             message: status_message(&body, status.canonical_reason()),
         };
-        if status.is_server_error() {
-            Err(Failure::Retryable(error))
-        } else {
-            Err(Failure::Final(error))
-        }
+        Err(self
+            .retry_policy()
+            .status_failure(status.as_u16(), None, error))
     }
 
     /// Classifies an error of reqwest: timeouts are final, everything else is a connection error.
     fn transport_failure(&self, e: &reqwest::Error) -> Failure {
-        if e.is_timeout() {
-            Failure::Final(Error::Timeout {
+        Failure::of_transport(
+            e,
+            || Error::Timeout {
                 url: self.url.clone(),
                 timeout: self.options.timeout,
-            })
-        } else {
-            Failure::Retryable(Error::Unreachable {
+            },
+            || Error::Unreachable {
                 url: self.url.clone(),
-                reason: error_chain(e),
-            })
-        }
+                reason: r2_http::source_chain(e),
+            },
+        )
     }
 
     /// Parses a successful answer to a request for `n` texts, the first of which is input `start`
@@ -238,10 +251,7 @@ impl VllmEmbedder {
         let response: EmbeddingsResponse = serde_json::from_slice(body).map_err(|e| {
             malformed(format!(
                 "not the OpenAI embeddings JSON: {e}; the body starts with {:?}",
-                truncate(
-                    &String::from_utf8_lossy(&body[..body.len().min(4 * MAX_SNIPPET_CHARS)]),
-                    MAX_SNIPPET_CHARS
-                )
+                r2_http::excerpt(body, MAX_SNIPPET_CHARS, 0, |head| head)
             ))
         })?;
         let got = response.data.len();
@@ -331,12 +341,6 @@ impl Embedder for VllmEmbedder {
     }
 }
 
-/// Why one request failed, and whether trying again may help.
-enum Failure {
-    Retryable(Error),
-    Final(Error),
-}
-
 #[derive(Serialize)]
 struct EmbeddingsRequest<'a> {
     model: &'a str,
@@ -354,129 +358,37 @@ struct EmbeddingItem {
     embedding: Vec<f32>,
 }
 
-/// Why a body could not be read whole.
-enum BodyError {
-    /// It is longer than the limit (by its `Content-Length`, or as it arrived).
-    TooLarge,
-    Transport(reqwest::Error),
-}
-
-/// The body of `response`, chunk by chunk, failing as soon as it is longer than `limit` bytes.
-async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> std::result::Result<Vec<u8>, BodyError> {
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit as u64)
-    {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
-        if body.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// The first `max` bytes of a body (what could be read of them; the rest is not read).
-async fn read_prefix(mut response: reqwest::Response, max: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = max - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= max {
-            break;
-        }
-    }
-    body
-}
-
 /// `{base}/v1/embeddings` for a base URL that may end in `/`, `/v1` or `/v1/embeddings`.
 fn embeddings_url(base_url: &str) -> Result<String> {
-    let invalid = |reason: String| Error::InvalidUrl {
-        url: base_url.to_owned(),
-        reason,
+    let endpoint = r2_http::Endpoint {
+        known_suffixes: &["/v1/embeddings", "/v1"],
+        path: "/v1/embeddings",
+        reject_credentials: false,
     };
-    let base = base_url.trim().trim_end_matches('/');
-    let base = base
-        .strip_suffix("/v1/embeddings")
-        .or_else(|| base.strip_suffix("/v1"))
-        .unwrap_or(base)
-        .trim_end_matches('/');
-    let url = format!("{base}/v1/embeddings");
-    let parsed = reqwest::Url::parse(&url)
-        .map_err(|e| invalid(format!("`{base_url}` is not a valid URL ({e})")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(invalid(format!(
-            "`{base_url}` is not an http:// or https:// URL"
-        )));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(invalid(format!("`{base_url}` has no host")));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(invalid(format!(
-            "`{base_url}` has a query or fragment; give the server's base URL only"
-        )));
-    }
-    Ok(parsed.into())
+    r2_http::endpoint_url(base_url, &endpoint).map_err(|problem| {
+        use r2_http::UrlProblem as P;
+        let reason = match problem {
+            P::Unparsable(e) => format!("`{base_url}` is not a valid URL ({e})"),
+            // Not checked for: kept as they are.
+            P::Credentials { .. } => format!("`{base_url}` holds credentials"),
+            P::NotHttp => format!("`{base_url}` is not an http:// or https:// URL"),
+            P::NoHost => format!("`{base_url}` has no host"),
+            P::QueryOrFragment => {
+                format!("`{base_url}` has a query or fragment; give the server's base URL only")
+            }
+        };
+        Error::InvalidUrl {
+            url: base_url.to_owned(),
+            reason,
+        }
+    })
 }
 
 /// The message of an error answer: `error.message`, `error`, `message` or `detail` of a JSON body,
 /// else the body text, else the status's reason phrase; at most [`MAX_MESSAGE_CHARS`] characters.
 fn status_message(body: &[u8], reason_phrase: Option<&str>) -> String {
-    let text = String::from_utf8_lossy(body);
-    let from_json = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|json| {
-            [
-                json.pointer("/error/message"),
-                json.get("error"),
-                json.get("message"),
-                json.get("detail"),
-            ]
-            .into_iter()
-            .flatten()
-            .find(|v| !v.is_null() && !v.is_object())
-            .map(|v| match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-        });
-    let message = match from_json {
-        Some(m) if !m.trim().is_empty() => m,
-        _ if !text.trim().is_empty() => text.into_owned(),
-        _ => reason_phrase.unwrap_or("no message").to_owned(),
-    };
-    truncate(message.trim(), MAX_MESSAGE_CHARS)
-}
-
-/// The first `max` characters of `s`, with `…` appended if anything was cut.
-fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &s[..cut]),
-        None => s.to_owned(),
-    }
-}
-
-/// The causes of a reqwest error, outermost first, without reqwest's own line (which repeats the
-/// URL that every [`Error`] already names).
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
-    }
-    if causes.is_empty() {
-        e.to_string()
-    } else {
-        causes.join(": ")
-    }
+    let message = r2_http::error_message(body, reason_phrase, r2_http::json_message);
+    r2_http::truncate(message.trim(), MAX_MESSAGE_CHARS)
 }
 
 /// Says in a retried error how many attempts were made.

@@ -71,9 +71,7 @@ impl TestServer {
             behaviour: Arc::new(behaviour),
         };
         let app = Router::new().fallback(handle).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let base = format!("http://{}", r2_fixtures::spawn_server(app));
         Self { base, requests }
     }
 

@@ -152,7 +152,7 @@ pub fn set_hub_env(endpoint: &str, hf_home: &std::path::Path, offline: bool) {
     }
 }
 
-/// An endpoint on 127.0.0.1 where nothing listens (a Hub that is down).
+/// An `http://` endpoint on 127.0.0.1 where nothing listens (a server that is down).
 pub fn closed_endpoint() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     let port = listener.local_addr().expect("a bound address").port();

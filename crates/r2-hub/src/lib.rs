@@ -107,13 +107,8 @@ pub enum Error {
     },
 
     /// A file of the cache could not be read or written.
-    #[error("{}: {action}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] r2_core::IoError),
 }
 
 /// A repository and a revision: `owner/name` or `owner/name@revision` (branch, tag or commit;
@@ -271,19 +266,7 @@ pub fn status(e: &ApiError) -> Option<u16> {
 }
 
 /// An error and its sources, joined with ": " (reqwest keeps the cause in the source chain).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
-}
+pub use r2_http::error_chain;
 
 /// A repository's files at one commit, in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -479,9 +462,20 @@ fn write_ref(repo_dir: &Path, revision: &str, commit: &str) -> Result<()> {
 }
 
 fn io(path: &Path, action: &'static str, source: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        action,
-        source,
+    Error::Io(r2_core::IoError::new(path, action, source))
+}
+
+impl r2_core::Classify for Error {
+    fn class(&self) -> r2_core::ErrorClass {
+        use r2_core::ErrorClass::{InvalidInput, NotFound, Unavailable, UpstreamFailure};
+        match self {
+            Error::InvalidRepo { .. } => InvalidInput,
+            Error::NoCacheDir | Error::NotCached { .. } => Unavailable,
+            Error::RepoNotFound { .. } => NotFound,
+            Error::Unauthorized { .. } | Error::Request { .. } | Error::Moved { .. } => {
+                UpstreamFailure
+            }
+            Error::Io(e) => e.class(),
+        }
     }
 }

@@ -19,7 +19,7 @@ pub enum Error {
     InvalidUrl { url: String, reason: String },
 
     /// The API key cannot be sent in an HTTP header (it holds control characters or non-ASCII).
-    #[error("the API key cannot be sent in an HTTP header: {reason}; check --llm-api-key / OPENROUTER_API_KEY")]
+    #[error("the API key cannot be sent in an HTTP header: {reason}; check the key (OPENROUTER_API_KEY)")]
     InvalidApiKey { reason: String },
 
     /// A request that this client refuses to send (see [`LlmClient::complete_raw`](crate::LlmClient::complete_raw)).
@@ -195,11 +195,114 @@ impl Error {
     }
 }
 
+/// The class of each error, as `r2-serve` answers it: the provider's failures (its 5xx, its
+/// rejection of the gateway's own key or account, an answer that is not chat completions, a
+/// connection that cannot be made or breaks) are [`UpstreamFailure`](r2_core::ErrorClass) (502);
+/// only a provider's 400 and 422 say the request itself is wrong.
+impl r2_core::Classify for Error {
+    fn class(&self) -> r2_core::ErrorClass {
+        use r2_core::ErrorClass::{
+            Internal, InvalidInput, RateLimited, UpstreamFailure, UpstreamTimeout,
+        };
+        match self {
+            // The base URL and the key are the caller's settings.
+            Error::InvalidUrl { .. } | Error::InvalidApiKey { .. } => InvalidInput,
+            // A body this client refuses to send: the caller's program is wrong.
+            Error::InvalidRequest { .. } => Internal,
+            Error::Status {
+                status: 400 | 422, ..
+            } => InvalidInput,
+            Error::Status { .. }
+            | Error::Unauthorized { .. }
+            | Error::PaymentRequired { .. }
+            | Error::Server { .. }
+            | Error::Unreachable { .. }
+            | Error::Malformed { .. }
+            | Error::NoChoices { .. }
+            | Error::TooLarge { .. }
+            | Error::StreamInterrupted { .. }
+            | Error::RawStreamInterrupted { .. } => UpstreamFailure,
+            Error::RateLimited { .. } => RateLimited,
+            Error::Timeout { .. } => UpstreamTimeout,
+        }
+    }
+
+    /// What a gateway's client is told: what the provider did, with the provider's own message,
+    /// without the operator's URL or command-line hints.
+    fn client_message(&self) -> String {
+        match self {
+            Error::Timeout { timeout, .. } => {
+                format!("the provider did not answer within {timeout:?}")
+            }
+            Error::RateLimited {
+                attempts, message, ..
+            } => format!(
+                "the provider is rate-limiting requests (HTTP 429{}): {message}",
+                attempts_note(*attempts)
+            ),
+            Error::Server {
+                status,
+                attempts,
+                message,
+                ..
+            } => format!(
+                "the provider answered HTTP {status}{}: {message}",
+                attempts_note(*attempts)
+            ),
+            Error::Status {
+                status: status @ (400 | 422),
+                message,
+                ..
+            } => format!("the provider rejected the request (HTTP {status}): {message}"),
+            Error::Status {
+                status, message, ..
+            } => format!("the provider answered HTTP {status}: {message}"),
+            Error::Unauthorized { status, .. } => format!(
+                "the provider rejected this gateway's own API key (HTTP {status}); the \
+                 gateway's operator must fix it"
+            ),
+            Error::PaymentRequired { message, .. } => {
+                format!("the provider's account is out of credits (HTTP 402): {message}")
+            }
+            Error::Unreachable {
+                attempts, reason, ..
+            } => format!(
+                "cannot reach the provider{}: {reason}",
+                attempts_note(*attempts)
+            ),
+            Error::Malformed { reason, .. } => {
+                format!("malformed answer from the provider: {reason}")
+            }
+            Error::NoChoices { .. } => "the provider answered without any choice".to_owned(),
+            Error::TooLarge { what, limit, .. } => format!(
+                "the provider sent {what} larger than this gateway's limit of {limit} bytes"
+            ),
+            Error::StreamInterrupted { reason, .. }
+            | Error::RawStreamInterrupted { reason, .. } => {
+                format!("the provider's answer stream stopped early: {reason}")
+            }
+            Error::InvalidUrl { .. }
+            | Error::InvalidApiKey { .. }
+            | Error::InvalidRequest { .. } => {
+                "the request to the provider could not be made (see the server's log)".to_owned()
+            }
+        }
+    }
+}
+
+/// `, after N attempts` when more than one attempt was made.
+fn attempts_note(attempts: u32) -> String {
+    match attempts {
+        0 | 1 => String::new(),
+        n => format!(", after {n} attempts"),
+    }
+}
+
 fn unauthorized_hint(key_given: bool) -> &'static str {
     if key_given {
-        "The API key was rejected: check --llm-api-key / OPENROUTER_API_KEY"
+        "The API key was rejected: check the key (OPENROUTER_API_KEY)"
     } else {
-        "No API key was given: pass --llm-api-key or set OPENROUTER_API_KEY"
+        "No API key was given: give one (e.g. set OPENROUTER_API_KEY)"
     }
 }
 
@@ -232,5 +335,73 @@ fn wait_note(retry_after: Option<Duration>) -> String {
     match retry_after {
         Some(wait) => format!("; it asked to wait {wait:?}"),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use r2_core::{Classify, ErrorClass};
+
+    #[test]
+    fn classes_follow_the_statuses_the_gateway_answers() {
+        let url = || "http://provider/v1/chat/completions".to_owned();
+        let status = |status| Error::Status {
+            url: url(),
+            status,
+            message: "no".into(),
+        };
+        let cases = [
+            (status(400), ErrorClass::InvalidInput),
+            (status(422), ErrorClass::InvalidInput),
+            (status(404), ErrorClass::UpstreamFailure),
+            (status(200), ErrorClass::UpstreamFailure),
+            (
+                Error::Unauthorized {
+                    url: url(),
+                    status: 401,
+                    message: "bad key".into(),
+                    key_given: true,
+                },
+                ErrorClass::UpstreamFailure,
+            ),
+            (
+                Error::RateLimited {
+                    url: url(),
+                    attempts: 4,
+                    retry_after: None,
+                    message: "slow down".into(),
+                },
+                ErrorClass::RateLimited,
+            ),
+            (
+                Error::Timeout {
+                    url: url(),
+                    timeout: Duration::from_secs(1),
+                },
+                ErrorClass::UpstreamTimeout,
+            ),
+            (
+                Error::InvalidRequest { reason: "x".into() },
+                ErrorClass::Internal,
+            ),
+        ];
+        for (error, class) in cases {
+            assert_eq!(error.class(), class, "{error:?}");
+            let message = error.client_message();
+            assert!(!message.contains("http://provider"), "{message}");
+            assert!(!message.contains("--llm-api-key"), "{message}");
+        }
+        let error = Error::Server {
+            url: url(),
+            status: 503,
+            attempts: 4,
+            retry_after: None,
+            message: "overloaded".into(),
+        };
+        assert_eq!(
+            error.client_message(),
+            "the provider answered HTTP 503, after 4 attempts: overloaded"
+        );
     }
 }

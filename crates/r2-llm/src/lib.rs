@@ -57,19 +57,23 @@
 //! Architecture invariant: r2-llm talks to one OpenAI-compatible API and knows nothing of
 //! routing, embeddings or files.
 
+mod classify;
 mod client;
 mod error;
 mod key;
-mod retry;
+mod passthrough;
 mod sse;
+mod stream;
+mod transport;
 mod types;
 
 pub use client::{
-    LlmClient, LlmOptions, RawStream, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_EVENT_BYTES,
-    MAX_ERROR_BODY_BYTES, OPENROUTER_API_BASE,
+    LlmClient, LlmOptions, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_EVENT_BYTES, MAX_ERROR_BODY_BYTES,
+    OPENROUTER_API_BASE,
 };
 pub use error::{Error, Result};
 pub use key::{ApiKey, API_KEY_ENV};
+pub use passthrough::RawStream;
 pub use types::{
     budget_system_prompt, ChatRequest, Completion, Message, Prices, Usage, DEFAULT_TEMPERATURE,
 };

@@ -3,8 +3,8 @@
 //! r2 routes with upstream's weights, which are not in this repository. When no converted router
 //! is at hand, [`ensure_upstream_router`] gets one:
 //!
-//! 1. If `<cache>/<short commit>/router.safetensors` ([`cached_router_dir`]) exists and reads back
-//!    as a valid router file, it is used without any network access.
+//! 1. If `<cache>/<short commit>/router.safetensors` ([`cached_router_dir`]) exists and is a
+//!    whole router file (see below), it is used without any network access.
 //! 2. Otherwise, unless offline (`R2_OFFLINE=1`), upstream's `config.json` and the 33 joblib files
 //!    of the release pinned by [`UPSTREAM_COMMIT`] are downloaded from [`FetchOptions::base_url`]
 //!    (default [`DEFAULT_BASE_URL`], overridden by `R2_CHECKPOINTS_URL`) into a fresh temporary
@@ -17,18 +17,24 @@
 //! 4. The temporary folder is renamed to the final path in one step. Whatever fails before, the
 //!    temporary folder is removed and nothing appears at the final path. If another process
 //!    renamed its copy into place first, that copy is used. Temporary folders left by a crashed run
-//!    have unique names (`.r2-fetch-<commit>-<pid>-<n>`), are never read, and are removed once they
-//!    are an hour old.
+//!    have unique names (`.r2-fetch-<commit>-<pid>-<random>`), are never read, and are removed
+//!    once they are an hour old.
 //!
-//! HTTP requests have a timeout per file and are retried, with backoff, after connection errors
-//! and 5xx answers; every error says which URL or file failed and what to do about it.
+//! A cached router counts as there when its file is whole: its safetensors header reads, names
+//! r2's router format and accounts for every byte of the file. Its weights are read and checked
+//! by whoever loads it, so a start does not parse the file twice.
+//!
+//! HTTP requests have a timeout per file and are retried, with jittered backoff, after connection
+//! errors and 5xx answers; every error says which URL or file failed and what to do about it.
+//! Nothing is printed: progress goes to `tracing` (see [`FetchOptions::progress`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use r2_checkpoints::{RouterFile, ROUTER_FILE};
+use r2_checkpoints::{RouterFile, FORMAT, FORMAT_VERSION, ROUTER_FILE};
+use r2_http::{RateLimits, RetryPolicy};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 macro_rules! upstream_commit {
@@ -86,6 +92,8 @@ const TEMP_PREFIX: &str = ".r2-fetch-";
 const STALE_AFTER: Duration = Duration::from_secs(3600);
 const CONCURRENT_DOWNLOADS: usize = 8;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+/// The largest safetensors header read to check a cached router (safetensors' own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
 const CONVERT_BY_HAND: &str = "a copy of upstream's r2_router/ folder (config.json and \
                                checkpoints/), which r2 reads as it is, or `r2 convert --from \
                                <that folder> --out DIR`";
@@ -189,22 +197,13 @@ pub enum FetchError {
     },
 
     /// A file or folder of the cache could not be created, written or moved.
-    #[error("{}: {action}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] r2_core::IoError),
 }
 
 impl FetchError {
     fn io(path: &Path, action: &'static str, source: std::io::Error) -> Self {
-        FetchError::Io {
-            path: path.to_path_buf(),
-            action,
-            source,
-        }
+        FetchError::Io(r2_core::IoError::new(path, action, source))
     }
 }
 
@@ -217,8 +216,9 @@ pub struct FetchOptions {
     /// The folder holding one sub-folder per pinned release (see [`cached_router_dir`]). Default:
     /// `<user cache>/r2/checkpoints`, e.g. `~/.cache/r2/checkpoints` on Linux.
     pub cache_dir: PathBuf,
-    /// Show a running counter on stderr while downloading, and where the router was cached.
-    /// Callers pass `std::io::stderr().is_terminal()`. Default: off.
+    /// Log that the download starts, and where the router was cached, at `info` (else at
+    /// `debug`); each downloaded file is logged at `debug`. Callers pass
+    /// `std::io::stderr().is_terminal()`. Default: off.
     pub progress: bool,
     /// Time allowed for each file (default [`DEFAULT_TIMEOUT`]). Timeouts are not retried.
     pub timeout: Duration,
@@ -277,11 +277,12 @@ pub fn cached_router_dir(options: &FetchOptions) -> PathBuf {
 /// The folder holding `router.safetensors` for the pinned release: the cached one, or freshly
 /// fetched, verified, converted and cached.
 ///
-/// A cached router that reads back as a valid router file is returned without any network
-/// access. See the [module documentation](self) for the steps and guarantees.
+/// A cached router whose file is whole is returned without any network access (its weights are
+/// checked by whoever loads it). See the [module documentation](self) for the steps and
+/// guarantees.
 pub async fn ensure_upstream_router(options: &FetchOptions) -> Result<PathBuf, FetchError> {
     let target = cached_router_dir(options);
-    if is_loadable(&target) {
+    if is_installed(&target) {
         return Ok(target);
     }
     if options.offline {
@@ -297,84 +298,141 @@ pub async fn ensure_upstream_router(options: &FetchOptions) -> Result<PathBuf, F
     })?;
     remove_stale_temps(&options.cache_dir);
 
-    let temp = TempDir::create(&options.cache_dir)?;
-    let mut progress = Progress::new(options.progress);
-    download_all(&base, &temp.path.join("upstream"), options, &mut progress).await?;
-    convert(&temp.path)?;
+    let temp = temp_dir(&options.cache_dir)?;
+    progress(
+        options,
+        format_args!(
+            "fetching the R2-Router checkpoints ({UPSTREAM_REPOSITORY}@{}, {} files)",
+            short_commit(),
+            UPSTREAM_FILES.len()
+        ),
+    );
+    download_all(&base, &temp.path().join("upstream"), options).await?;
+    convert(temp.path())?;
     install(temp, &target)?;
-    progress.finish_line();
-    if options.progress {
-        eprintln!(
+    progress(
+        options,
+        format_args!(
             "cached the R2-Router checkpoints ({UPSTREAM_REPOSITORY}@{}) in {}",
             short_commit(),
             target.display()
-        );
-    }
+        ),
+    );
     Ok(target)
+}
+
+/// A progress event: at `info` with [`FetchOptions::progress`], else at `debug`.
+fn progress(options: &FetchOptions, message: std::fmt::Arguments<'_>) {
+    if options.progress {
+        tracing::info!("{message}");
+    } else {
+        tracing::debug!("{message}");
+    }
 }
 
 fn short_commit() -> &'static str {
     &UPSTREAM_COMMIT[..7]
 }
 
-fn is_loadable(dir: &Path) -> bool {
-    RouterFile::read(&dir.join(ROUTER_FILE)).is_ok()
+/// Whether `dir` holds a whole router file (see the [module documentation](self)); an unreadable
+/// or broken one is not.
+fn is_installed(dir: &Path) -> bool {
+    router_file_is_whole(&dir.join(ROUTER_FILE)).unwrap_or(false)
+}
+
+/// Whether the safetensors header of `path` reads, names r2's router format (and its version),
+/// and the file ends where its last tensor does. The weights themselves are not read.
+fn router_file_is_whole(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length)?;
+    let header_len = u64::from_le_bytes(length);
+    let data_len = size.saturating_sub(8);
+    if header_len > MAX_HEADER_BYTES || header_len > data_len {
+        return Ok(false);
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)?;
+    let Ok(header) = serde_json::from_slice::<serde_json::Map<String, Value>>(&header) else {
+        return Ok(false);
+    };
+    let metadata = |key: &str| header.get("__metadata__")?.get(key)?.as_str();
+    if metadata("format") != Some(FORMAT) || metadata("format_version") != Some(FORMAT_VERSION) {
+        return Ok(false);
+    }
+    let data_end = header
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .try_fold(0u64, |end, (_, tensor)| {
+            Some(end.max(tensor.pointer("/data_offsets/1")?.as_u64()?))
+        });
+    Ok(data_end == Some(data_len - header_len))
 }
 
 /// Checks a base URL and returns it with exactly one trailing `/`.
 fn base_url(raw: &str) -> Result<String, FetchError> {
-    let invalid = |reason: &str| FetchError::InvalidBaseUrl {
-        url: raw.to_owned(),
-        reason: reason.to_owned(),
+    let folder = r2_http::Endpoint {
+        known_suffixes: &[],
+        path: "/",
+        reject_credentials: false,
     };
-    let url = reqwest::Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid("only http and https URLs are supported"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("file paths cannot follow a query or fragment"));
-    }
-    Ok(format!("{}/", url.as_str().trim_end_matches('/')))
+    r2_http::endpoint_url(raw, &folder).map_err(|problem| {
+        use r2_http::UrlProblem as P;
+        let reason = match problem {
+            P::Unparsable(e) => e,
+            // Not checked for: kept as they are.
+            P::Credentials { .. } => "it holds credentials".to_owned(),
+            P::NotHttp => "only http and https URLs are supported".to_owned(),
+            P::NoHost => "it has no host".to_owned(),
+            P::QueryOrFragment => "file paths cannot follow a query or fragment".to_owned(),
+        };
+        FetchError::InvalidBaseUrl {
+            url: raw.to_owned(),
+            reason,
+        }
+    })
 }
 
 /// Downloads and verifies every file of [`UPSTREAM_FILES`] into `dir`, keeping their relative
 /// paths.
-async fn download_all(
-    base: &str,
-    dir: &Path,
-    options: &FetchOptions,
-    progress: &mut Progress,
-) -> Result<(), FetchError> {
-    let client = reqwest::Client::builder()
-        .timeout(options.timeout)
-        .user_agent(concat!("r2/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| FetchError::Unreachable {
+async fn download_all(base: &str, dir: &Path, options: &FetchOptions) -> Result<(), FetchError> {
+    let client =
+        r2_http::client(Some(options.timeout), None).map_err(|e| FetchError::Unreachable {
             url: base.to_owned(),
-            reason: format!("cannot set up the HTTP client: {}", error_chain(&e)),
+            reason: format!(
+                "cannot set up the HTTP client: {}",
+                r2_http::error_chain(&e)
+            ),
             attempts: 0,
         })?;
-    progress.update();
     let mut downloads = stream::iter(UPSTREAM_FILES)
         .map(|(file, sha256)| fetch_file(&client, base, file, sha256, dir, options))
         .buffer_unordered(CONCURRENT_DOWNLOADS);
-    while let Some(size) = downloads.next().await {
-        progress.files += 1;
-        progress.bytes += size?;
-        progress.update();
+    let (mut files, mut bytes) = (0, 0);
+    while let Some(fetched) = downloads.next().await {
+        let (file, size) = fetched?;
+        files += 1;
+        bytes += size;
+        tracing::debug!(
+            "fetched {file} ({files}/{} files, {:.1} MB)",
+            UPSTREAM_FILES.len(),
+            bytes as f64 / 1e6
+        );
     }
     Ok(())
 }
 
-/// Downloads one file, checks its sha256 and writes it to `dir/file`; returns its size.
-async fn fetch_file(
+/// Downloads one file, checks its sha256 and writes it to `dir/file`; returns its name and size.
+async fn fetch_file<'f>(
     client: &reqwest::Client,
     base: &str,
-    file: &str,
+    file: &'f str,
     expected: &str,
     dir: &Path,
     options: &FetchOptions,
-) -> Result<u64, FetchError> {
+) -> Result<(&'f str, u64), FetchError> {
     let url = format!("{base}{file}");
     let bytes = download(client, &url, options).await?;
     let actual: String = Sha256::digest(&bytes)
@@ -396,57 +454,64 @@ async fn fetch_file(
     }
     std::fs::write(&path, &bytes)
         .map_err(|e| FetchError::io(&path, "cannot write a downloaded file", e))?;
-    Ok(bytes.len() as u64)
+    Ok((file, bytes.len() as u64))
 }
 
 /// How one attempt at a download failed.
-enum Failure {
-    Retryable(FetchError),
-    Final(FetchError),
+type Failure = r2_http::Failure<FetchError>;
+
+/// The retry policy of the fetch: connection errors and 5xx answers (a file server does not
+/// rate-limit: a 429 is final like any 4xx), backoff from 250 ms.
+fn retry_policy(options: &FetchOptions) -> RetryPolicy {
+    RetryPolicy {
+        max_retries: options.retries,
+        initial_backoff: INITIAL_BACKOFF,
+        max_backoff: RetryPolicy::DEFAULT_MAX_BACKOFF,
+        rate_limits: RateLimits::Ignore,
+    }
 }
 
-/// GETs `url`, retrying connection errors and 5xx answers with exponential backoff.
+/// GETs `url`, retrying connection errors and 5xx answers with exponential backoff. The error
+/// names the attempt it came from.
 async fn download(
     client: &reqwest::Client,
     url: &str,
     options: &FetchOptions,
 ) -> Result<Vec<u8>, FetchError> {
-    let mut backoff = INITIAL_BACKOFF;
-    let mut attempt = 1;
-    loop {
-        match get_once(client, url, options.timeout, attempt).await {
-            Ok(bytes) => return Ok(bytes),
-            Err(Failure::Retryable(_)) if attempt <= options.retries => {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-                attempt += 1;
-            }
-            Err(Failure::Retryable(e) | Failure::Final(e)) => return Err(e),
-        }
-    }
+    let timeout = options.timeout;
+    let policy = retry_policy(options);
+    let mut target = (client, url);
+    policy
+        .run(&mut target, move |(client, url), attempt| {
+            Box::pin(get_once(client, url, policy, timeout, attempt))
+        })
+        .await
+        .map_err(|stopped| stopped.error)
 }
 
+/// One attempt of [`download`], number `attempt`.
 async fn get_once(
     client: &reqwest::Client,
     url: &str,
+    policy: RetryPolicy,
     timeout: Duration,
     attempt: u32,
 ) -> Result<Vec<u8>, Failure> {
-    let transport = |e: reqwest::Error| {
-        if e.is_timeout() {
-            Failure::Final(FetchError::Timeout {
+    let transport = |e: &reqwest::Error| {
+        Failure::of_transport(
+            e,
+            || FetchError::Timeout {
                 url: url.to_owned(),
                 timeout,
-            })
-        } else {
-            Failure::Retryable(FetchError::Unreachable {
+            },
+            || FetchError::Unreachable {
                 url: url.to_owned(),
-                reason: error_chain(&e),
+                reason: r2_http::error_chain(e),
                 attempts: attempt,
-            })
-        }
+            },
+        )
     };
-    let mut response = client.get(url).send().await.map_err(transport)?;
+    let response = client.get(url).send().await.map_err(|e| transport(&e))?;
     let status = response.status();
     if status == reqwest::StatusCode::NOT_FOUND {
         return Err(Failure::Final(FetchError::NotFound {
@@ -459,32 +524,18 @@ async fn get_once(
             status: status.as_u16(),
             attempts: attempt,
         };
-        return Err(if status.is_server_error() {
-            Failure::Retryable(error)
-        } else {
-            Failure::Final(error)
-        });
+        return Err(policy.status_failure(status.as_u16(), None, error));
     }
-    let too_large = || {
-        Failure::Final(FetchError::TooLarge {
-            url: url.to_owned(),
-            limit: MAX_FILE_BYTES,
+    let limit = usize::try_from(MAX_FILE_BYTES).unwrap_or(usize::MAX);
+    r2_http::read_limited(response, limit)
+        .await
+        .map_err(|e| match e {
+            r2_http::Error::TooLarge { .. } => Failure::Final(FetchError::TooLarge {
+                url: url.to_owned(),
+                limit: MAX_FILE_BYTES,
+            }),
+            r2_http::Error::Transport(e) => transport(&e),
         })
-    };
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_FILE_BYTES)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        if (body.len() + chunk.len()) as u64 > MAX_FILE_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// Converts `temp/upstream/` into `temp/router.safetensors`, keeps upstream's config as
@@ -509,13 +560,17 @@ fn convert(temp: &Path) -> Result<(), FetchError> {
         .map_err(|e| FetchError::io(&upstream, "cannot remove the downloaded files", e))
 }
 
-/// Renames the finished temporary folder to `target`. If `target` already holds a loadable
-/// router (another process was faster), that one is kept; if it holds something broken, that is
+/// Renames the finished temporary folder to `target`. If `target` already holds a whole router
+/// (another process was faster), that one is kept; if it holds something broken, that is
 /// replaced.
-fn install(temp: TempDir, target: &Path) -> Result<(), FetchError> {
-    let first = match std::fs::rename(&temp.path, target) {
-        Ok(()) => return temp.keep(),
-        Err(_) if is_loadable(target) => return Ok(()),
+fn install(temp: tempfile::TempDir, target: &Path) -> Result<(), FetchError> {
+    let first = match std::fs::rename(temp.path(), target) {
+        Ok(()) => {
+            // Renamed into place: nothing to remove.
+            let _ = temp.keep();
+            return Ok(());
+        }
+        Err(_) if is_installed(target) => return Ok(()),
         Err(e) => e,
     };
     if std::fs::symlink_metadata(target).is_err() {
@@ -526,17 +581,20 @@ fn install(temp: TempDir, target: &Path) -> Result<(), FetchError> {
         ));
     }
     let parent = target.parent().unwrap_or(Path::new("."));
-    let trash = TempDir::create(parent)?;
-    std::fs::rename(target, trash.path.join("broken")).map_err(|e| {
+    let trash = temp_dir(parent)?;
+    std::fs::rename(target, trash.path().join("broken")).map_err(|e| {
         FetchError::io(
             target,
             "this cached router is broken and cannot be moved away; delete the folder",
             e,
         )
     })?;
-    match std::fs::rename(&temp.path, target) {
-        Ok(()) => temp.keep(),
-        Err(_) if is_loadable(target) => Ok(()),
+    match std::fs::rename(temp.path(), target) {
+        Ok(()) => {
+            let _ = temp.keep();
+            Ok(())
+        }
+        Err(_) if is_installed(target) => Ok(()),
         Err(e) => Err(FetchError::io(
             target,
             "cannot move the converted router into place",
@@ -566,109 +624,38 @@ fn remove_stale_temps(cache_dir: &Path) {
     }
 }
 
-/// A temporary folder removed on drop (every error path, and a cancelled future) unless kept.
-struct TempDir {
-    path: PathBuf,
-    keep: bool,
+/// A new temporary folder `<parent>/.r2-fetch-<commit>-<pid>-<random>`, removed when dropped
+/// (every error path, and a cancelled future) unless kept.
+fn temp_dir(parent: &Path) -> Result<tempfile::TempDir, FetchError> {
+    let prefix = format!("{TEMP_PREFIX}{}-{}-", short_commit(), std::process::id());
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempdir_in(parent)
+        .map_err(|e| FetchError::io(parent, "cannot create a temporary folder in the cache", e))
 }
 
-impl TempDir {
-    /// Creates `<parent>/.r2-fetch-<commit>-<pid>-<n>`, skipping names left by a crashed run.
-    fn create(parent: &Path) -> Result<Self, FetchError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        loop {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = parent.join(format!(
-                "{TEMP_PREFIX}{}-{}-{n}",
-                short_commit(),
-                std::process::id()
-            ));
-            match std::fs::create_dir(&path) {
-                Ok(()) => return Ok(Self { path, keep: false }),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(FetchError::io(
-                        &path,
-                        "cannot create a temporary folder in the cache",
-                        e,
-                    ))
-                }
-            }
+impl r2_core::Classify for FetchError {
+    fn class(&self) -> r2_core::ErrorClass {
+        use r2_core::ErrorClass::{
+            Internal, InvalidInput, NotFound, Unavailable, UpstreamFailure, UpstreamTimeout,
+        };
+        match self {
+            // Nothing is cached and nothing may (or can) be downloaded here.
+            FetchError::NoCacheDir
+            | FetchError::Offline { .. }
+            | FetchError::Unreachable { .. } => Unavailable,
+            FetchError::InvalidBaseUrl { .. } => InvalidInput,
+            FetchError::NotFound { .. } => NotFound,
+            // The server answered, with an error or with other files than the release's.
+            FetchError::Status { .. }
+            | FetchError::TooLarge { .. }
+            | FetchError::HashMismatch { .. } => UpstreamFailure,
+            FetchError::Timeout { .. } => UpstreamTimeout,
+            // Verified files that do not convert (a bug), or the disk.
+            FetchError::Convert { .. } => Internal,
+            FetchError::Io(e) => e.class(),
         }
     }
-
-    /// The folder was renamed into place: nothing to remove.
-    fn keep(mut self) -> Result<(), FetchError> {
-        self.keep = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-/// The running counter on stderr; ends its line when dropped, so an error starts on a new line.
-struct Progress {
-    enabled: bool,
-    files: usize,
-    bytes: u64,
-    line_open: bool,
-}
-
-impl Progress {
-    fn new(enabled: bool) -> Self {
-        Self {
-            enabled,
-            files: 0,
-            bytes: 0,
-            line_open: false,
-        }
-    }
-
-    fn update(&mut self) {
-        if self.enabled {
-            eprint!(
-                "\rfetching R2-Router checkpoints: {}/{} files, {:.1} MB",
-                self.files,
-                UPSTREAM_FILES.len(),
-                self.bytes as f64 / 1e6
-            );
-            self.line_open = true;
-        }
-    }
-
-    fn finish_line(&mut self) {
-        if self.line_open {
-            eprintln!();
-            self.line_open = false;
-        }
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        self.finish_line();
-    }
-}
-
-/// An error and its sources, joined with ": " (reqwest keeps the cause in the source chain).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -694,6 +681,77 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_cached_router_is_there_only_when_its_file_is_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ROUTER_FILE);
+        assert!(!is_installed(dir.path()), "no file");
+        let router = RouterFile {
+            dim: 2,
+            budgets: vec![10],
+            embedding_model: None,
+            source: Some(ROUTER_SOURCE.to_owned()),
+            models: vec![r2_checkpoints::StoredModel {
+                name: "m".to_owned(),
+                coef: vec![0.5; 6],
+                intercept: vec![0.25; 3],
+            }],
+        };
+        router.write(&path).unwrap();
+        assert!(is_installed(dir.path()));
+        let bytes = std::fs::read(&path).unwrap();
+        for broken in [
+            &bytes[..bytes.len() - 1],
+            &[bytes.as_slice(), b"x"].concat(),
+            &bytes[..7],
+            b"not a router",
+            b"",
+        ] {
+            std::fs::write(&path, broken).unwrap();
+            assert!(!is_installed(dir.path()), "{} bytes", broken.len());
+        }
+        // A whole safetensors file, but not a router.
+        let header = br#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        let other = [&(header.len() as u64).to_le_bytes()[..], header, &[0u8; 4]].concat();
+        std::fs::write(&path, other).unwrap();
+        assert!(!is_installed(dir.path()));
+        let header = br#"{"__metadata__":{"format":"r2-router","format_version":"1"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        let other = [&(header.len() as u64).to_le_bytes()[..], header, &[0u8; 4]].concat();
+        std::fs::write(&path, &other).unwrap();
+        assert!(is_installed(dir.path()), "the header is what is checked");
+    }
+
+    #[test]
+    fn fetch_errors_have_classes() {
+        use r2_core::{Classify, ErrorClass};
+        let url = || "http://mirror/r2_router/config.json".to_owned();
+        assert_eq!(
+            FetchError::NotFound { url: url() }.class(),
+            ErrorClass::NotFound
+        );
+        assert_eq!(
+            FetchError::Offline { dir: "/c".into() }.class(),
+            ErrorClass::Unavailable
+        );
+        assert_eq!(
+            FetchError::Timeout {
+                url: url(),
+                timeout: DEFAULT_TIMEOUT
+            }
+            .class(),
+            ErrorClass::UpstreamTimeout
+        );
+        assert_eq!(
+            FetchError::Status {
+                url: url(),
+                status: 503,
+                attempts: 3
+            }
+            .class(),
+            ErrorClass::UpstreamFailure
+        );
     }
 
     #[test]

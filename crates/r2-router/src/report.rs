@@ -1,7 +1,20 @@
 //! Decisions and answers in upstream's JSON shape, shared by the command line and the server.
 
-use r2_core::{round_like_python, Budget, Decision, RouteOption, Router};
+use r2_core::{Budget, Decision, RouteOption, Router};
 use serde::Serialize;
+
+/// Rounds like Python's `round(x, digits)`: to the nearest decimal with `digits` places, ties to
+/// even on the exact binary value, returned as the nearest float64.
+///
+/// Upstream rounds the numbers it reports (quality to 4 places, cost and risk to 8); r2 chooses on
+/// unrounded values and rounds only what it prints.
+pub fn round_like_python(x: f64, digits: usize) -> f64 {
+    if !x.is_finite() {
+        return x;
+    }
+    // Rust's fixed-precision formatting is exact and rounds ties to even, like CPython's `round`.
+    format!("{x:.digits$}").parse().unwrap_or(x)
+}
 
 /// An option with upstream's keys and rounding.
 #[derive(Serialize)]
@@ -149,5 +162,22 @@ impl<'a> Report<'a> {
                 .then_with(|| pool_order(a).cmp(&pool_order(b)))
         });
         ranked.into_iter().map(|(_, j)| j).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_matches_python_on_ties_and_binary_near_ties() {
+        // Values and expectations from CPython 3.11.
+        assert_eq!(round_like_python(0.25, 1), 0.2);
+        assert_eq!(round_like_python(0.35, 1), 0.3);
+        assert_eq!(round_like_python(2.5, 0), 2.0);
+        assert_eq!(round_like_python(0.001953125, 8), 0.00195312);
+        assert_eq!(round_like_python(0.125, 2), 0.12);
+        assert_eq!(round_like_python(-0.000000015, 8), -0.00000001);
+        assert_eq!(round_like_python(0.80406049123, 8), 0.80406049);
     }
 }

@@ -91,7 +91,7 @@ async fn hub_snapshot(repo: &RepoRef, progress: bool) -> Result<PathBuf> {
             total: snapshot.files.len(),
         });
     }
-    tracing::info!(repo = %repo, commit = %snapshot.commit, dir = %snapshot.dir.display(), "router repository ready");
+    tracing::debug!(repo = %repo, commit = %snapshot.commit, dir = %snapshot.dir.display(), "router repository ready");
     Ok(snapshot.dir)
 }
 

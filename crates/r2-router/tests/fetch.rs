@@ -52,13 +52,10 @@ struct Server {
     /// `http://127.0.0.1:<port>/mirror/r2_router/`
     base: String,
     mirror: Arc<Mirror>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
     async fn start(tweak: Tweak) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let mirror = Arc::new(Mirror {
             root: r2_fixtures::upstream_dir(),
             tweak,
@@ -68,13 +65,10 @@ impl Server {
         let app = axum::Router::new()
             .fallback(serve)
             .with_state(mirror.clone());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let port = r2_fixtures::spawn_server(app).port();
         Self {
             base: format!("http://127.0.0.1:{port}{PREFIX}"),
             mirror,
-            task,
         }
     }
 
@@ -87,12 +81,6 @@ impl Server {
 
     fn clear_requests(&self) {
         self.mirror.log.lock().unwrap().clear();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -8,11 +8,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use r2_core::{Budget, Decision};
+use r2_router::r2_core::Decision;
+use r2_router::{r2_llm, Observer, RouteRequest};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::{body_bytes, parse_json, set_header, sse, ApiError, AppState, ROUTER_MODEL};
+use crate::{
+    body_bytes, parse_json, set_header, sse, ApiError, AppState, DecisionNote, ROUTER_MODEL,
+};
 
 /// The fields of a chat request the gateway reads; everything else is passed on untouched.
 #[derive(Deserialize)]
@@ -35,13 +38,25 @@ struct ChatMessage {
 /// Per-request routing overrides: the body's `r2` object.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Overrides {
+struct Overrides {
     #[serde(default)]
-    pub lambda: Option<f64>,
+    lambda: Option<f64>,
     #[serde(default)]
-    pub max_cost: Option<f64>,
+    max_cost: Option<f64>,
     #[serde(default)]
-    pub models: Option<Vec<String>>,
+    models: Option<Vec<String>>,
+}
+
+impl Overrides {
+    /// The routing request these overrides make (the router's defaults for the rest).
+    fn request(self) -> RouteRequest {
+        RouteRequest {
+            lambda: self.lambda,
+            models: self.models,
+            max_cost: self.max_cost,
+            ..RouteRequest::default()
+        }
+    }
 }
 
 pub(crate) async fn handle(
@@ -50,73 +65,45 @@ pub(crate) async fn handle(
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(body, &state)?;
     let value = parse_json::<Value>(&bytes)?;
-    let head = ChatHead::deserialize(&value).map_err(|e| ApiError::InvalidBody(e.to_string()))?;
+    let head = ChatHead::deserialize(&value).map_err(ApiError::invalid_body)?;
     let Value::Object(mut forward) = value else {
-        return Err(ApiError::InvalidBody(
-            "a chat request is a JSON object".to_owned(),
-        ));
+        return Err(ApiError::invalid_body("a chat request is a JSON object"));
     };
     forward.remove("r2");
     let stream = head.stream == Some(true);
 
     if head.model == ROUTER_MODEL {
-        let llm = state.r2().llm().ok_or(ApiError::NoProvider)?;
-        let params = routing_params(&state, head.r2.unwrap_or_default())?;
+        let llm = state.r2().llm().ok_or_else(ApiError::no_provider)?;
+        let plan = state.r2().plan(&head.r2.unwrap_or_default().request())?;
         let query = last_user_text(&head.messages).ok_or_else(|| {
-            ApiError::InvalidRequest(
+            ApiError::invalid_request(
                 "no user message with text to route on: the last message with role `user` must \
-                 have text content"
-                    .to_owned(),
+                 have text content",
             )
         })?;
-        let decision = route_text(&state, query, &params).await?;
-        let choice = decision.choice;
-        let entry = state.r2().pool_model(choice.model);
-        forward.insert("model".into(), Value::String(entry.openrouter_id.clone()));
-        if let Budget::Tokens(budget) = choice.budget {
-            let system = serde_json::json!({
-                "role": "system",
-                "content": r2_llm::budget_system_prompt(budget),
-            });
-            if let Some(Value::Array(messages)) = forward.get_mut("messages") {
-                messages.insert(0, system);
-            }
-        }
-        let name = entry.name.clone();
-        let mut response = forward_request(&state, llm, forward, stream, Some(&name)).await?;
-        decision_headers(&state, &decision, &mut response);
-        Ok(response)
+        let decision = state.route_query(query, &plan).await?;
+        let forward = state.r2().routed_body(forward, &decision.choice);
+        let name = state.r2().model_name(decision.choice.model).to_owned();
+        let answer = forward_request(&state, llm, forward, stream, Some(&name)).await;
+        let answer = answer.map(|mut response| {
+            decision_headers(&state, &decision, &mut response);
+            response
+        });
+        Ok(DecisionNote::routed(state.r2(), &decision).on(answer))
     } else if let Some(index) = state.pool_index(&head.model) {
-        let llm = state.r2().llm().ok_or(ApiError::NoProvider)?;
+        let llm = state.r2().llm().ok_or_else(ApiError::no_provider)?;
         let entry = state.r2().pool_model(index);
         forward.insert("model".into(), Value::String(entry.openrouter_id.clone()));
         let name = entry.name.clone();
-        let mut response = forward_request(&state, llm, forward, stream, None).await?;
-        set_header(&mut response, "x-r2-model", &name);
-        Ok(response)
+        let answer = forward_request(&state, llm, forward, stream, None).await;
+        let answer = answer.map(|mut response| {
+            set_header(&mut response, "x-r2-model", &name);
+            response
+        });
+        Ok(DecisionNote::unrouted(name).on(answer))
     } else {
-        Err(ApiError::ModelNotFound { model: head.model })
+        Err(ApiError::model_not_found(&head.model))
     }
-}
-
-/// The default parameters with the request's overrides, checked.
-pub(crate) fn routing_params(
-    state: &AppState,
-    overrides: Overrides,
-) -> Result<r2_core::RouteParams, ApiError> {
-    let router = state.r2().router();
-    let mut params = state.default_params().clone();
-    if let Some(lambda) = overrides.lambda {
-        params.lambda = lambda;
-    }
-    if let Some(models) = overrides.models {
-        params.candidates = Some(router.model_mask(&models)?);
-    }
-    if let Some(max_cost) = overrides.max_cost {
-        params = params.with_max_cost(max_cost);
-    }
-    router.check_params(&params)?;
-    Ok(params)
 }
 
 /// The text of the last `user` message: its string content, or the `text` parts of a content
@@ -136,33 +123,9 @@ fn last_user_text(messages: &[ChatMessage]) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Embeds `query` and routes it with upstream's input-token estimate; counts and times both.
-async fn route_text(
-    state: &AppState,
-    query: String,
-    params: &r2_core::RouteParams,
-) -> Result<Decision, ApiError> {
-    let input_tokens = r2_core::estimate_input_tokens(&query);
-    let started = Instant::now();
-    let embedded = state.r2().embedder().await?.embed(&[query]).await;
-    state.metrics().embed_took(started.elapsed());
-    let embedding: Vec<f64> = embedded?
-        .into_iter()
-        .next()
-        .unwrap_or_default()
-        .into_iter()
-        .map(f64::from)
-        .collect();
-    let started = Instant::now();
-    let decision = state.r2().route(&embedding, input_tokens, params);
-    state.metrics().route_took(started.elapsed());
-    let decision = decision?;
-    state.metrics().decision(&decision);
-    Ok(decision)
-}
-
 /// Sends `body` to the provider and answers with its answer: JSON with `model` set to `rename`
-/// (when routed), or the provider's stream passed through.
+/// (when routed), or the provider's stream passed through. The call is timed as the router
+/// times its own generations ([`Observer::generated`]).
 async fn forward_request(
     state: &AppState,
     llm: &r2_llm::LlmClient,
@@ -176,7 +139,7 @@ async fn forward_request(
         // Checked up to the first event, so that a provider answering HTML or broken JSON is a
         // 502 here as it is without streaming, not a 200 with a broken stream.
         let raw = llm.complete_raw_stream_checked(&body).await;
-        state.metrics().provider_took(started.elapsed());
+        state.metrics().generated(started.elapsed());
         let raw = raw.map_err(|e| state.provider_failed(e))?;
         let content_type = raw.content_type().unwrap_or("text/event-stream").to_owned();
         let body = Body::from_stream(sse::pass_through(
@@ -192,7 +155,7 @@ async fn forward_request(
         return Ok(response);
     }
     let answer = llm.complete_raw(&body).await;
-    state.metrics().provider_took(started.elapsed());
+    state.metrics().generated(started.elapsed());
     let mut answer = answer.map_err(|e| state.provider_failed(e))?;
     if let (Some(name), Some(object)) = (rename, answer.as_object_mut()) {
         object.insert("model".into(), Value::String(name.to_owned()));

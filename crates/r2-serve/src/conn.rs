@@ -80,9 +80,10 @@ where
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) if is_connection_error(&e) => continue,
-            Err(_) => {
+            Err(e) => {
                 // Out of file descriptors or memory: wait for some to be given back rather than
                 // spinning (the slot is given back meanwhile).
+                tracing::warn!(error = %e, "r2 serve: cannot accept a connection; retrying");
                 drop(slot);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;

@@ -19,13 +19,24 @@
 //!   `model_not_found`.
 //! - `POST /v1/route`: the decision object of `r2 route --json` for `{"query"}` or
 //!   `{"embedding"}`, or `{"decisions": [...]}` for `{"queries": [...]}` / `{"embeddings": [...]}`.
-//! - `GET /v1/models`, `GET /healthz`, `GET /metrics` (Prometheus text format).
+//! - `GET /v1/models`, `GET /metrics` (Prometheus text format, through `prometheus-client`).
+//! - `GET /healthz` (liveness: the process answers) and `GET /readyz` (readiness: the embedding
+//!   backend embeds a one-word text, [`READY_PROBE`], within [`READY_TIMEOUT`]; else 503).
 //!
-//! Everything is loaded before the server listens ([`AppState::new`] makes the embedder at once),
-//! so a server that answers `/healthz` is ready. With a client key ([`ServeOptions::api_key`])
-//! every endpoint but `/healthz` needs `Authorization: Bearer <key>`. Errors are OpenAI-shaped
-//! (`{"error": {"message", "type", "code"}}`) and get their status in one place, [`ApiError`].
-//! A request body may start with a UTF-8 byte-order mark, which is ignored.
+//! Everything is loaded before the server listens ([`AppState::new`] makes the embedder at once).
+//! With a client key ([`ServeOptions::api_key`]) every endpoint but `/healthz` and `/readyz`
+//! needs `Authorization: Bearer <key>`. Errors are OpenAI-shaped
+//! (`{"error": {"message", "type", "code"}}`) and get their status in one place, [`ApiError`]:
+//! from the class of the library error ([`r2_router::r2_core::Classify`]) or the gateway's own
+//! condition. A request body may start with a UTF-8 byte-order mark, which is ignored.
+//!
+//! Routing goes through [`r2_router`] only: a request's parameters become a
+//! [`r2_router::RouteRequest`], checked once by [`R2Router::plan`]; texts are routed with
+//! [`R2Router::route_texts`], embeddings with [`R2Router::route_embeddings`], and the routed chat
+//! request is [`R2Router::routed_body`]. The metrics observe the router
+//! ([`r2_router::Observer`]). Logs are `tracing` events (the binary installs the subscriber):
+//! one per request, written by a middleware from what the handlers put in the response's
+//! extensions — answers of 500 and more at `error` level, the others at `debug`.
 //!
 //! Limits, so that slow, idle or hostile clients cannot take the server down ([`ServeOptions`];
 //! the defaults are the `DEFAULT_*` constants):
@@ -75,6 +86,7 @@ mod chat;
 mod conn;
 mod error;
 mod metrics;
+mod ready;
 mod route;
 mod sse;
 
@@ -92,13 +104,14 @@ use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use r2_core::RouteParams;
-use r2_router::R2Router;
+use r2_router::r2_core::{Decision, RouteParams};
+use r2_router::{r2_llm, R2Router, RoutePlan, RouteRequest};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use ready::{READY_PROBE, READY_TIMEOUT};
 
 /// The model name that asks for routing.
 pub const ROUTER_MODEL: &str = "r2-router";
@@ -137,7 +150,8 @@ pub const API_KEY_ENV: &str = "R2_SERVER_API_KEY";
 #[derive(Clone)]
 pub struct ServeOptions {
     /// The key clients must send as `Authorization: Bearer <key>` on every endpoint but
-    /// `/healthz`; `None` (or blank) lets everyone in. Never printed (`Debug` shows `***`).
+    /// `/healthz` and `/readyz`; `None` (or blank) lets everyone in. Never printed (`Debug` shows
+    /// `***`).
     pub api_key: Option<String>,
     /// The largest request body accepted, in bytes (default [`DEFAULT_BODY_LIMIT`]); larger ones
     /// get 413.
@@ -211,23 +225,26 @@ pub struct AppState {
 struct Inner {
     r2: R2Router,
     options: ServeOptions,
-    /// λ and the default candidates: with a provider, the pool's `available` models.
-    params: RouteParams,
+    /// A request without overrides: λ and the default candidates (with a provider, the pool's
+    /// `available` models).
+    default_plan: RoutePlan,
     /// Pool model names and provider ids → the router's model index.
     models: HashMap<String, usize>,
     /// The body of `GET /v1/models`.
     models_json: Bytes,
     limit: Arc<Semaphore>,
-    metrics: Metrics,
-    threads: usize,
+    metrics: Arc<Metrics>,
+    ready: ready::Readiness,
 }
 
 impl AppState {
     /// Makes the embedder now (so that a listening server is a ready one) and works out the
-    /// default routing parameters.
+    /// default routing parameters. The router's observer becomes the server's [`Metrics`].
     pub async fn new(r2: R2Router, mut options: ServeOptions) -> Result<Self, r2_router::Error> {
         r2.embedder().await?;
-        let params = r2.default_params()?;
+        let default_plan = r2.plan(&RouteRequest::default())?;
+        let metrics = Arc::new(Metrics::new(r2.router()));
+        let r2 = r2.with_observer(metrics.clone());
         options.api_key = options.api_key.filter(|key| !key.trim().is_empty());
         options.max_concurrency = options.max_concurrency.max(1);
         options.max_connections = options.max_connections.max(1);
@@ -242,20 +259,16 @@ impl AppState {
             models.insert(r2.model_name(index).to_owned(), index);
         }
         let models_json = Bytes::from(models_list(&r2).to_string());
-        let metrics = Metrics::new(router);
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
         Ok(Self {
             inner: Arc::new(Inner {
                 limit: Arc::new(Semaphore::new(options.max_concurrency)),
                 r2,
                 options,
-                params,
+                default_plan,
                 models,
                 models_json,
                 metrics,
-                threads,
+                ready: ready::Readiness::default(),
             }),
         })
     }
@@ -277,22 +290,12 @@ impl AppState {
 
     /// The parameters a request routes with unless it overrides them.
     pub fn default_params(&self) -> &RouteParams {
-        &self.inner.params
+        &self.inner.default_plan.params
     }
 
     /// The names of the models requests are routed to by default, in pool order.
     pub fn default_candidates(&self) -> Vec<&str> {
-        let router = self.inner.r2.router();
-        (0..router.models().len())
-            .filter(|&i| {
-                self.inner
-                    .params
-                    .candidates
-                    .as_ref()
-                    .is_none_or(|c| c.contains(i))
-            })
-            .map(|i| self.inner.r2.model_name(i))
-            .collect()
+        self.inner.r2.candidates(&self.inner.default_plan)
     }
 
     /// The metrics served on `/metrics`.
@@ -305,13 +308,21 @@ impl AppState {
         self.inner.models.get(model).copied()
     }
 
-    /// Counts and logs a failed provider call, and turns it into the client's error.
+    /// Counts a failed provider call and turns it into the client's error.
     fn provider_failed(&self, error: r2_llm::Error) -> ApiError {
-        let error = ApiError::from(error);
-        if let Some(kind) = error.provider_kind() {
-            self.inner.metrics.provider_error(kind);
-        }
-        error
+        let (kind, _) = error::provider_failure(&error);
+        self.inner.metrics.provider_error(kind);
+        ApiError::from(error)
+    }
+
+    /// Embeds `query` and routes it with `plan` (upstream's input-token estimate unless the plan
+    /// fixes the count).
+    async fn route_query(&self, query: String, plan: &RoutePlan) -> Result<Decision, ApiError> {
+        let routed = self.r2().route_texts(&[query], plan).await?;
+        routed
+            .into_result()?
+            .pop()
+            .ok_or_else(|| ApiError::internal("the router gave no decision for one query"))
     }
 }
 
@@ -342,9 +353,9 @@ fn models_list(r2: &R2Router) -> serde_json::Value {
 
 /// The gateway's routes, middleware and state.
 ///
-/// Middleware, outermost first: the body limit, request counting (`r2_requests_total`), the
-/// client key (all but `/healthz`), then on `/v1/*` only: reading the whole body (body timeout,
-/// `Content-Length` checked first), the concurrency limit.
+/// Middleware, outermost first: the body limit, request counting (`r2_requests_total`) and
+/// logging, the client key (all but `/healthz` and `/readyz`), then on `/v1/*` only: reading the
+/// whole body (body timeout, `Content-Length` checked first), the concurrency limit.
 pub fn router(state: AppState) -> axum::Router {
     let limited = axum::Router::new()
         .route("/v1/chat/completions", post(chat::handle))
@@ -364,12 +375,10 @@ pub fn router(state: AppState) -> axum::Router {
     let body_limit = state.inner.options.body_limit;
     axum::Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .method_not_allowed_fallback(method_not_allowed)
         .merge(protected)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), log_requests))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -423,6 +432,18 @@ async fn healthz() -> Response {
         .into_response()
 }
 
+/// Whether the embedding backend answers: 200 `{"status":"ready"}`, else 503 with the reason.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.inner.ready.check(state.r2()).await {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"ready"}"#,
+        )
+            .into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
 async fn models(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -440,17 +461,11 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotFound {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-    }
+    ApiError::not_found(method.as_str(), uri.path())
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::MethodNotAllowed {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-    }
+    ApiError::method_not_allowed(method.as_str(), uri.path())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,17 +475,15 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 fn body_bytes(body: Result<Bytes, BytesRejection>, state: &AppState) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::BodyTooLarge {
-                limit: state.inner.options.body_limit,
-            }
+            ApiError::body_too_large(state.inner.options.body_limit)
         } else {
-            ApiError::InvalidRequest(rejection.body_text())
+            ApiError::invalid_request(rejection.body_text())
         }
     })
 }
 
-/// JSON of type `T`: broken JSON is [`ApiError::InvalidJson`] (400), JSON of the wrong shape
-/// [`ApiError::InvalidBody`] (422). A UTF-8 byte-order mark before the JSON is ignored.
+/// JSON of type `T`: broken JSON is [`ApiError::invalid_json`] (400), JSON of the wrong shape
+/// [`ApiError::invalid_body`] (422). A UTF-8 byte-order mark before the JSON is ignored.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
@@ -478,11 +491,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             // A shape error can come before a syntax error further on: broken JSON is named as
             // such whatever its shape.
             match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-                Ok(_) => ApiError::InvalidBody(e.to_string()),
-                Err(syntax) => ApiError::InvalidJson(syntax.to_string()),
+                Ok(_) => ApiError::invalid_body(e),
+                Err(syntax) => ApiError::invalid_json(syntax),
             }
         }
-        _ => ApiError::InvalidJson(e.to_string()),
+        _ => ApiError::invalid_json(e),
     })
 }
 
@@ -496,18 +509,85 @@ fn endpoint_label(path: &str) -> &'static str {
         "/v1/route" => "/v1/route",
         "/v1/models" => "/v1/models",
         "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
         "/metrics" => "/metrics",
         _ => "other",
     }
 }
 
-async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// What a request log line says about the model a request went to: put into the response's
+/// extensions by the handlers, read by [`log_requests`].
+#[derive(Debug, Clone)]
+struct DecisionNote {
+    /// The pool model.
+    model: String,
+    /// The budget (`unlimited` or a number of tokens); none for an unrouted request.
+    budget: Option<String>,
+}
+
+impl DecisionNote {
+    /// A routing decision.
+    fn routed(r2: &R2Router, decision: &Decision) -> Self {
+        Self {
+            model: r2.model_name(decision.choice.model).to_owned(),
+            budget: Some(decision.choice.budget.to_string()),
+        }
+    }
+
+    /// A request forwarded unrouted to the pool model `model`.
+    fn unrouted(model: String) -> Self {
+        Self {
+            model,
+            budget: None,
+        }
+    }
+
+    /// The answer, or the error's, with this note for the log line.
+    fn on(self, answer: Result<Response, ApiError>) -> Response {
+        let mut response = answer.unwrap_or_else(IntoResponse::into_response);
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// Counts every request (`r2_requests_total`) and logs it once its head is ready: answers of 500
+/// and more at `error` level (the whole error, which no client sees), the others at `debug`; with
+/// the decision or the error the handlers left in the response's extensions.
+async fn log_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let endpoint = endpoint_label(request.uri().path());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
     let response = next.run(request).await;
-    state
-        .inner
-        .metrics
-        .request(endpoint, response.status().as_u16());
+    let status = response.status().as_u16();
+    state.inner.metrics.request(endpoint, status);
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let decision = response.extensions().get::<DecisionNote>();
+    let model = decision.map(|d| d.model.as_str());
+    let budget = decision.and_then(|d| d.budget.as_deref());
+    let error = response
+        .extensions()
+        .get::<error::ErrorNote>()
+        .map(|note| note.0.as_str());
+    // One event, at a level known when it is written.
+    macro_rules! log {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                status,
+                elapsed_ms,
+                model,
+                budget,
+                error,
+                "r2 serve: {status} {method} {path}"
+            )
+        };
+    }
+    if status >= 500 {
+        log!(tracing::Level::ERROR);
+    } else {
+        log!(tracing::Level::DEBUG);
+    }
     response
 }
 
@@ -520,13 +600,13 @@ async fn require_key(State(state): State<AppState>, request: Request, next: Next
             .and_then(bearer_token);
         match given {
             None => {
-                return ApiError::Unauthorized(
+                return ApiError::unauthorized(
                     "this server needs an API key: send `Authorization: Bearer <key>`",
                 )
                 .into_response()
             }
             Some(given) if !constant_time_eq(given.as_bytes(), key.as_bytes()) => {
-                return ApiError::Unauthorized("the API key is not valid for this server")
+                return ApiError::unauthorized("the API key is not valid for this server")
                     .into_response()
             }
             Some(_) => {}
@@ -566,13 +646,11 @@ async fn read_body(State(state): State<AppState>, request: Request, next: Next) 
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
-        return closing(ApiError::BodyTooLarge { limit });
+        return closing(ApiError::body_too_large(limit));
     }
     let (parts, body) = request.into_parts();
     match tokio::time::timeout(options.body_timeout, collect_body(body, limit)).await {
-        Err(_) => closing(ApiError::BodyTimeout {
-            timeout: options.body_timeout,
-        }),
+        Err(_) => closing(ApiError::body_timeout(options.body_timeout)),
         Ok(Err(error)) => closing(error),
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
@@ -590,11 +668,11 @@ async fn collect_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let mut length = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::InvalidRequest(format!("the request body could not be read: {e}"))
+            ApiError::invalid_request(format!("the request body could not be read: {e}"))
         })?;
         length += chunk.len();
         if length > limit {
-            return Err(ApiError::BodyTooLarge { limit });
+            return Err(ApiError::body_too_large(limit));
         }
         chunks.push(chunk);
     }
@@ -620,10 +698,7 @@ async fn limit_concurrency(
     next: Next,
 ) -> Response {
     let Ok(permit) = Arc::clone(&state.inner.limit).try_acquire_owned() else {
-        return ApiError::Overloaded {
-            limit: state.inner.options.max_concurrency,
-        }
-        .into_response();
+        return ApiError::overloaded(state.inner.options.max_concurrency).into_response();
     };
     let response = next.run(request).await;
     // The slot is given back when the body has been sent (or dropped), so a stream holds it.

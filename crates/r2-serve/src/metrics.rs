@@ -1,16 +1,19 @@
-//! Prometheus metrics (text exposition format 0.0.4), hand-rolled: counters and histograms on
-//! atomics, the few label sets that vary freely behind a mutex.
+//! Prometheus metrics through `prometheus-client` (text exposition format 0.0.4): a [`Registry`]
+//! per server, no globals. Embedding, routing and provider timings and the decisions come from
+//! the router through [`Observer`]; requests and provider errors from the gateway.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
-use r2_core::{Budget, Decision, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use r2_router::r2_core::{Budget, Decision, Router};
+use r2_router::Observer;
 
-/// The `Content-Type` of `GET /metrics`.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The `Content-Type` of `GET /metrics`: `text/plain; version=0.0.4; charset=utf-8`.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of `r2_embed_seconds`: an embeddings server or the in-process model.
 const EMBED_BUCKETS: &[f64] = &[
@@ -27,222 +30,221 @@ const PROVIDER_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
 ];
 
-/// A histogram of durations with fixed buckets.
-struct Histogram {
-    bounds: &'static [f64],
-    /// Observations per bucket (not cumulative), the last one for `+Inf`.
-    counts: Vec<AtomicU64>,
-    sum_nanos: AtomicU64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    status: u16,
 }
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_nanos: AtomicU64::new(0),
-        }
-    }
-
-    fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let bucket = self
-            .bounds
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(self.bounds.len());
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, count) in self.counts.iter().enumerate() {
-            cumulative += count.load(Ordering::Relaxed);
-            let le = match self.bounds.get(i) {
-                Some(bound) => format!("{bound}"),
-                None => "+Inf".to_owned(),
-            };
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {cumulative}");
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    model: String,
+    budget: String,
 }
 
-/// Every metric of the server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: &'static str,
+}
+
+/// Every metric of the server, in its own registry:
+///
+/// - `r2_requests_total{endpoint, status}` (counter): HTTP requests answered;
+/// - `r2_embed_seconds`, `r2_route_seconds`, `r2_provider_seconds` (histograms): the time to
+///   embed the texts of one request, to route its embeddings, of one provider call;
+/// - `r2_decisions_total{model, budget}` (counter, every pair from the start): decisions;
+/// - `r2_provider_errors_total{kind}` (counter): failed provider calls.
 pub struct Metrics {
-    /// (endpoint, status) → requests answered.
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
     embed: Histogram,
     route: Histogram,
     provider: Histogram,
-    /// Decisions per (model, budget), model-major, budgets ascending then unlimited.
-    decisions: Vec<AtomicU64>,
-    /// The (model, budget) labels of `decisions`, in the same order.
-    decision_labels: Vec<(String, String)>,
+    /// The counter of each (model, budget), model-major, budgets ascending then unlimited.
+    decisions: Vec<Counter>,
     /// Slots per model in `decisions`.
     per_model: usize,
     budgets: Vec<u32>,
-    provider_errors: Mutex<BTreeMap<&'static str, u64>>,
+    provider_errors: Family<ErrorLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Metrics {
     /// Metrics for a server routing with `router`.
     pub fn new(router: &Router) -> Self {
+        let mut registry = Registry::default();
+        // The registry adds `_total` to counters and a full stop to every help text.
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "r2_requests",
+            "HTTP requests answered, by endpoint and status",
+            requests.clone(),
+        );
+        let embed = Histogram::new(EMBED_BUCKETS.iter().copied());
+        registry.register(
+            "r2_embed_seconds",
+            "Time to embed the texts of one request",
+            embed.clone(),
+        );
+        let route = Histogram::new(ROUTE_BUCKETS.iter().copied());
+        registry.register(
+            "r2_route_seconds",
+            "Time to route the embeddings of one request",
+            route.clone(),
+        );
+        let provider = Histogram::new(PROVIDER_BUCKETS.iter().copied());
+        registry.register(
+            "r2_provider_seconds",
+            "Time of one provider call: the whole answer, or until the headers of a streamed one",
+            provider.clone(),
+        );
+        let decision_family = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "r2_decisions",
+            "Routing decisions, by chosen model and budget",
+            decision_family.clone(),
+        );
+        let provider_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "r2_provider_errors",
+            "Failed provider calls, by kind",
+            provider_errors.clone(),
+        );
+
         let budgets = router.budgets().to_vec();
         let per_model = budgets.len() + 1;
-        let mut decision_labels = Vec::with_capacity(router.models().len() * per_model);
+        let mut decisions = Vec::with_capacity(router.models().len() * per_model);
         for model in router.models() {
-            for budget in budgets.iter().copied().map(Budget::Tokens) {
-                decision_labels.push((model.name.clone(), budget.to_string()));
+            let each = budgets.iter().copied().map(Budget::Tokens);
+            for budget in each.chain([Budget::Unlimited]) {
+                let labels = DecisionLabels {
+                    model: model.name.clone(),
+                    budget: budget.to_string(),
+                };
+                decisions.push(decision_family.get_or_create_owned(&labels));
             }
-            decision_labels.push((model.name.clone(), Budget::Unlimited.to_string()));
         }
         Self {
-            requests: Mutex::new(BTreeMap::new()),
-            embed: Histogram::new(EMBED_BUCKETS),
-            route: Histogram::new(ROUTE_BUCKETS),
-            provider: Histogram::new(PROVIDER_BUCKETS),
-            decisions: decision_labels.iter().map(|_| AtomicU64::new(0)).collect(),
-            decision_labels,
+            registry,
+            requests,
+            embed,
+            route,
+            provider,
+            decisions,
             per_model,
             budgets,
-            provider_errors: Mutex::new(BTreeMap::new()),
+            provider_errors,
         }
     }
 
     /// Counts a request answered with `status` on `endpoint`.
     pub fn request(&self, endpoint: &'static str, status: u16) {
-        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        *requests.entry((endpoint, status)).or_default() += 1;
+        let labels = RequestLabels { endpoint, status };
+        self.requests.get_or_create(&labels).inc();
     }
 
-    pub fn embed_took(&self, elapsed: Duration) {
-        self.embed.observe(elapsed);
-    }
-
-    pub fn route_took(&self, elapsed: Duration) {
-        self.route.observe(elapsed);
-    }
-
-    pub fn provider_took(&self, elapsed: Duration) {
-        self.provider.observe(elapsed);
-    }
-
-    /// Counts a routing decision.
-    pub fn decision(&self, decision: &Decision) {
-        let choice = &decision.choice;
-        let budget = match choice.budget {
-            Budget::Tokens(n) => match self.budgets.binary_search(&n) {
-                Ok(i) => i,
-                Err(_) => return,
-            },
-            Budget::Unlimited => self.budgets.len(),
-        };
-        if let Some(slot) = self.decisions.get(choice.model * self.per_model + budget) {
-            slot.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Counts a failed provider call.
+    /// Counts a failed provider call of this kind.
     pub fn provider_error(&self, kind: &'static str) {
-        let mut errors = self
-            .provider_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        *errors.entry(kind).or_default() += 1;
+        self.provider_errors
+            .get_or_create(&ErrorLabels { kind })
+            .inc();
     }
 
     /// Everything, in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
-        out.push_str("# HELP r2_requests_total HTTP requests answered, by endpoint and status.\n");
-        out.push_str("# TYPE r2_requests_total counter\n");
-        let requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for ((endpoint, status), n) in requests {
-            let _ = writeln!(
-                out,
-                "r2_requests_total{{endpoint=\"{}\",status=\"{status}\"}} {n}",
-                escape(endpoint)
-            );
-        }
-        self.embed.render(
-            &mut out,
-            "r2_embed_seconds",
-            "Time to embed the texts of one request.",
-        );
-        self.route.render(
-            &mut out,
-            "r2_route_seconds",
-            "Time to route the embeddings of one request.",
-        );
-        self.provider.render(
-            &mut out,
-            "r2_provider_seconds",
-            "Time of one provider call: the whole answer, or until the headers of a streamed one.",
-        );
-        out.push_str("# HELP r2_decisions_total Routing decisions, by chosen model and budget.\n");
-        out.push_str("# TYPE r2_decisions_total counter\n");
-        for ((model, budget), n) in self.decision_labels.iter().zip(&self.decisions) {
-            let _ = writeln!(
-                out,
-                "r2_decisions_total{{model=\"{}\",budget=\"{budget}\"}} {}",
-                escape(model),
-                n.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP r2_provider_errors_total Failed provider calls, by kind.\n");
-        out.push_str("# TYPE r2_provider_errors_total counter\n");
-        let errors = self
-            .provider_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for (kind, n) in errors {
-            let _ = writeln!(out, "r2_provider_errors_total{{kind=\"{kind}\"}} {n}");
-        }
+        // Writing into a `String` cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }
 
-/// A label value with `\`, `"` and newlines escaped, as the text format requires.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+impl Observer for Metrics {
+    fn embedded(&self, _texts: usize, took: Duration) {
+        self.embed.observe(took.as_secs_f64());
+    }
+
+    fn routed(&self, _queries: usize, took: Duration) {
+        self.route.observe(took.as_secs_f64());
+    }
+
+    fn decided(&self, decision: &Decision) {
+        let choice = &decision.choice;
+        let budget = match choice.budget {
+            Budget::Tokens(n) => match self.budgets.binary_search(&n) {
+                Ok(i) => i,
+                // An interpolated budget: not one of the counted pairs.
+                Err(_) => return,
+            },
+            Budget::Unlimited => self.budgets.len(),
+        };
+        if let Some(counter) = self.decisions.get(choice.model * self.per_model + budget) {
+            counter.inc();
+        }
+    }
+
+    fn generated(&self, took: Duration) {
+        self.provider.observe(took.as_secs_f64());
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn histogram_buckets_are_cumulative_and_end_with_inf() {
-        let h = Histogram::new(&[0.1, 1.0]);
-        h.observe(Duration::from_millis(50));
-        h.observe(Duration::from_millis(500));
-        h.observe(Duration::from_secs(5));
-        let mut out = String::new();
-        h.render(&mut out, "x_seconds", "help");
-        assert!(out.contains("x_seconds_bucket{le=\"0.1\"} 1\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{le=\"1\"} 2\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");
-        assert!(out.contains("x_seconds_sum 5.55\n"), "{out}");
-        assert!(out.contains("x_seconds_count 3\n"), "{out}");
+    fn metrics() -> Metrics {
+        // One model (with a name to escape) over 1-d embeddings, budgets 10 and 100.
+        let model = r2_router::r2_core::ModelHeads {
+            name: "a\"b\\c\nd".into(),
+            input_price_per_million: 1.0,
+            output_price_per_million: 1.0,
+            coef: vec![0.0; 4],
+            intercept: vec![0.5, 0.5, 0.5, 100.0],
+        };
+        let router = Router::new(1, vec![10, 100], vec![model]).unwrap();
+        Metrics::new(&router)
     }
 
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    fn histogram_buckets_are_cumulative_and_end_with_inf() {
+        let metrics = metrics();
+        for took in [50, 500, 5000] {
+            metrics.generated(Duration::from_millis(took));
+        }
+        let out = metrics.render();
+        assert!(
+            out.contains("# TYPE r2_provider_seconds histogram\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("r2_provider_seconds_bucket{le=\"0.1\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("r2_provider_seconds_bucket{le=\"1\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("r2_provider_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
+        assert!(out.contains("r2_provider_seconds_sum 5.55\n"), "{out}");
+        assert!(out.contains("r2_provider_seconds_count 3\n"), "{out}");
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_every_pair_is_counted_from_zero() {
+        let out = metrics().render();
+        assert!(out.contains("# TYPE r2_decisions_total counter\n"), "{out}");
+        for budget in ["10", "100", "unlimited"] {
+            let series =
+                format!("r2_decisions_total{{model=\"a\\\"b\\\\c\\nd\",budget=\"{budget}\"}} 0\n");
+            assert!(out.contains(&series), "{series} in {out}");
+        }
     }
 }

@@ -1,28 +1,20 @@
 //! `POST /v1/route`: decisions as `r2 route --json` prints them, for text or embeddings, one or a
 //! batch.
 
-use std::time::Instant;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use r2_core::{Decision, RouteParams};
+use r2_router::r2_core::{self, Decision};
+use r2_router::{RoutePlan, RouteRequest, PARALLEL_THRESHOLD};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::chat::{routing_params, Overrides};
-use crate::{body_bytes, parse_json, ApiError, AppState};
-
-/// Input tokens of an embedding when the request gives none (as `r2 route --embeddings`).
-const DEFAULT_EMBEDDING_TOKENS: u64 = 100;
-
-/// Batches at least this large are routed on a blocking thread, split over every core.
-const PARALLEL_BATCH: usize = 256;
+use crate::{body_bytes, parse_json, ApiError, AppState, DecisionNote};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RouteRequest {
+struct RouteBody {
     /// Echoed in the decision of a single query or embedding.
     #[serde(default)]
     id: Option<Value>,
@@ -66,73 +58,74 @@ pub(crate) async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(body, &state)?;
-    let request: RouteRequest = parse_json(&bytes)?;
-    let overrides = Overrides {
-        lambda: request.lambda,
-        max_cost: request.max_cost,
-        models: request.models,
+    let body: RouteBody = parse_json(&bytes)?;
+    let (all_tokens, each_tokens) = match body.input_tokens {
+        None => (None, None),
+        Some(InputTokens::All(n)) => (Some(n), None),
+        Some(InputTokens::Each(each)) => (None, Some(each)),
     };
-    let params = routing_params(&state, overrides)?.with_ranked(request.verbose);
-    let verbose = request.verbose;
-    let input = match (
-        request.query,
-        request.embedding,
-        request.queries,
-        request.embeddings,
-    ) {
+    let plan = state.r2().plan(&RouteRequest {
+        lambda: body.lambda,
+        models: body.models,
+        max_cost: body.max_cost,
+        ranked: body.verbose,
+        input_tokens: all_tokens,
+        ..RouteRequest::default()
+    })?;
+    let verbose = body.verbose;
+    let input = match (body.query, body.embedding, body.queries, body.embeddings) {
         (Some(q), None, None, None) => Input::Query(q),
         (None, Some(e), None, None) => Input::Embedding(e),
         (None, None, Some(q), None) => Input::Queries(q),
         (None, None, None, Some(e)) => Input::Embeddings(e),
         _ => {
-            return Err(ApiError::InvalidRequest(
-                "give exactly one of `query`, `embedding`, `queries` and `embeddings`".to_owned(),
+            return Err(ApiError::invalid_request(
+                "give exactly one of `query`, `embedding`, `queries` and `embeddings`",
             ))
         }
     };
     let batch = matches!(input, Input::Queries(_) | Input::Embeddings(_));
-    if batch && request.id.is_some() {
-        return Err(ApiError::InvalidRequest(
+    if batch && body.id.is_some() {
+        return Err(ApiError::invalid_request(
             "`id` is echoed for a single `query` or `embedding`; a batch's decisions come back in \
-             input order"
-                .to_owned(),
+             input order",
+        ));
+    }
+    if !batch && each_tokens.is_some() {
+        return Err(ApiError::invalid_request(
+            "`input_tokens` of a single query is a number",
         ));
     }
     let report = state.r2().report();
-    let id = request.id.as_ref();
+    let id = body.id.as_ref();
     match input {
         Input::Query(query) => {
-            let tokens = single_tokens(request.input_tokens)?
-                .unwrap_or_else(|| r2_core::estimate_input_tokens(&query));
-            let embedding = embed(&state, std::slice::from_ref(&query))
-                .await?
-                .pop()
-                .unwrap_or_default();
-            let decision = route_batch(&state, embedding, vec![tokens], &params)
-                .await?
-                .pop()
-                .ok_or_else(|| ApiError::Internal("no decision for one query".to_owned()))?;
-            Ok(json(&report.decision(&decision, id, Some(&query), verbose)))
+            let decision = state.route_query(query.clone(), &plan).await?;
+            let response = json(&report.decision(&decision, id, Some(&query), verbose));
+            Ok(DecisionNote::routed(state.r2(), &decision).on(Ok(response)))
         }
         Input::Embedding(embedding) => {
-            let tokens = single_tokens(request.input_tokens)?.unwrap_or(DEFAULT_EMBEDDING_TOKENS);
-            let started = Instant::now();
-            let decision = state.r2().route(&embedding, tokens, &params);
-            state.metrics().route_took(started.elapsed());
-            let decision = decision?;
-            state.metrics().decision(&decision);
-            Ok(json(&report.decision(&decision, id, None, verbose)))
+            check_dimensions(&state, std::slice::from_ref(&embedding))?;
+            let tokens = [plan.embedding_tokens(None)];
+            let decision = state
+                .r2()
+                .route_embeddings(&embedding, &tokens, &plan)
+                .into_result()?
+                .pop()
+                .ok_or_else(|| ApiError::internal("the router gave no decision for one query"))?;
+            let response = json(&report.decision(&decision, id, None, verbose));
+            Ok(DecisionNote::routed(state.r2(), &decision).on(Ok(response)))
         }
         Input::Queries(queries) => {
-            let tokens = batch_tokens(request.input_tokens, queries.len(), |i| {
-                r2_core::estimate_input_tokens(&queries[i])
+            let tokens = batch_tokens(each_tokens, queries.len(), |i| {
+                plan.text_tokens(&queries[i])
             })?;
-            let flat = if queries.is_empty() {
+            let embeddings = if queries.is_empty() {
                 Vec::new()
             } else {
-                embed(&state, &queries).await?.concat()
+                state.r2().embed(&queries).await?
             };
-            let decisions = route_batch(&state, flat, tokens, &params).await?;
+            let decisions = route_batch(&state, embeddings, tokens, &plan).await?;
             let out: Vec<_> = decisions
                 .iter()
                 .zip(&queries)
@@ -141,19 +134,11 @@ pub(crate) async fn handle(
             Ok(json(&serde_json::json!({ "decisions": out })))
         }
         Input::Embeddings(embeddings) => {
-            let tokens = batch_tokens(request.input_tokens, embeddings.len(), |_| {
-                DEFAULT_EMBEDDING_TOKENS
+            let tokens = batch_tokens(each_tokens, embeddings.len(), |_| {
+                plan.embedding_tokens(None)
             })?;
-            let dim = state.r2().router().dim();
-            if let Some((query, e)) = embeddings.iter().enumerate().find(|(_, e)| e.len() != dim) {
-                return Err(r2_core::Error::DimensionMismatch {
-                    query,
-                    expected: dim,
-                    got: e.len(),
-                }
-                .into());
-            }
-            let decisions = route_batch(&state, embeddings.concat(), tokens, &params).await?;
+            check_dimensions(&state, &embeddings)?;
+            let decisions = route_batch(&state, embeddings.concat(), tokens, &plan).await?;
             let out: Vec<_> = decisions
                 .iter()
                 .map(|d| report.decision(d, None, None, verbose))
@@ -167,75 +152,59 @@ fn json(value: &impl serde::Serialize) -> Response {
     axum::Json(value).into_response()
 }
 
-/// The input tokens of a single query: a number, not a list.
-fn single_tokens(tokens: Option<InputTokens>) -> Result<Option<u64>, ApiError> {
-    match tokens {
-        None => Ok(None),
-        Some(InputTokens::All(n)) => Ok(Some(n)),
-        Some(InputTokens::Each(_)) => Err(ApiError::InvalidRequest(
-            "`input_tokens` of a single query is a number".to_owned(),
-        )),
+/// Each embedding has the router's dimension, else the error names the first that has not (the
+/// router would see a buffer of the wrong length, not which embedding is wrong).
+fn check_dimensions(state: &AppState, embeddings: &[Vec<f64>]) -> Result<(), ApiError> {
+    let dim = state.r2().router().dim();
+    match embeddings.iter().enumerate().find(|(_, e)| e.len() != dim) {
+        Some((query, e)) => Err(r2_core::Error::DimensionMismatch {
+            query,
+            expected: dim,
+            got: e.len(),
+        }
+        .into()),
+        None => Ok(()),
     }
 }
 
-/// The input tokens of each of `n` queries: one number for all, a list of `n`, or the default.
+/// The input tokens of each of `n` queries: a list of `n`, or the default of each.
 fn batch_tokens(
-    tokens: Option<InputTokens>,
+    each: Option<Vec<u64>>,
     n: usize,
     default: impl Fn(usize) -> u64,
 ) -> Result<Vec<u64>, ApiError> {
-    match tokens {
+    match each {
         None => Ok((0..n).map(default).collect()),
-        Some(InputTokens::All(t)) => Ok(vec![t; n]),
-        Some(InputTokens::Each(each)) if each.len() == n => Ok(each),
-        Some(InputTokens::Each(each)) => Err(ApiError::InvalidRequest(format!(
+        Some(each) if each.len() == n => Ok(each),
+        Some(each) => Err(ApiError::invalid_request(format!(
             "`input_tokens` has {} counts for {n} queries",
             each.len()
         ))),
     }
 }
 
-/// Embeds `texts` in one call to the embedder, timed.
-async fn embed(state: &AppState, texts: &[String]) -> Result<Vec<Vec<f64>>, ApiError> {
-    let started = Instant::now();
-    let embedded = state.r2().embedder().await?.embed(texts).await;
-    state.metrics().embed_took(started.elapsed());
-    Ok(embedded?
-        .into_iter()
-        .map(|e| e.into_iter().map(f64::from).collect())
-        .collect())
-}
-
-/// Routes embeddings held back to back, timed and counted; large batches on a blocking thread
-/// over every core.
+/// Routes a batch of embeddings held back to back; from [`PARALLEL_THRESHOLD`] queries on a
+/// blocking thread (the router then splits it over every core), so the server's threads stay free.
 async fn route_batch(
     state: &AppState,
-    flat: Vec<f64>,
+    embeddings: Vec<f64>,
     tokens: Vec<u64>,
-    params: &RouteParams,
+    plan: &RoutePlan,
 ) -> Result<Vec<Decision>, ApiError> {
-    let started = Instant::now();
-    let decisions = if tokens.len() < PARALLEL_BATCH {
+    if tokens.len() < PARALLEL_THRESHOLD {
+        return Ok(state
+            .r2()
+            .route_embeddings(&embeddings, &tokens, plan)
+            .into_result()?);
+    }
+    let (state, plan) = (state.clone(), plan.clone());
+    let routed = tokio::task::spawn_blocking(move || {
         state
             .r2()
-            .router()
-            .route_batch_parallel(&flat, &tokens, params, 1)
-    } else {
-        let (state, params) = (state.clone(), params.clone());
-        tokio::task::spawn_blocking(move || {
-            let threads = state.inner.threads;
-            state
-                .r2()
-                .router()
-                .route_batch_parallel(&flat, &tokens, &params, threads)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("the routing thread failed: {e}")))?
-    };
-    state.metrics().route_took(started.elapsed());
-    let decisions = decisions?;
-    for decision in &decisions {
-        state.metrics().decision(decision);
-    }
-    Ok(decisions)
+            .route_embeddings(&embeddings, &tokens, &plan)
+            .into_result()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the routing thread failed: {e}")))?;
+    Ok(routed?)
 }

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 
 use axum::body::Bytes;
 use futures_util::{Stream, StreamExt};
-use r2_llm::RawStream;
+use r2_router::r2_llm::{self, RawStream};
 use serde_json::Value;
 
 use crate::AppState;
@@ -55,7 +55,10 @@ pub(crate) fn pass_through(
                 };
                 // A cut line is dropped; the blank line ends any event left open.
                 let error = state.provider_failed(failed);
-                eprintln!("r2 serve: the provider's stream failed: {error}");
+                tracing::error!(
+                    error = error.detail(),
+                    "r2 serve: the provider's stream failed"
+                );
                 let event = format!("\ndata: {}\n\n", error.body());
                 return Some((Ok(Bytes::from(event)), None));
             }

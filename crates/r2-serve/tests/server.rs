@@ -61,6 +61,71 @@ async fn healthz_is_ok() {
 }
 
 #[tokio::test]
+async fn readyz_is_ready_when_the_embedding_server_answers() {
+    let gateway = Gateway::start(with_key()).await;
+    let before = metrics_with_key(&gateway).await;
+
+    // No key needed, as for /healthz.
+    let response = gateway.get("/readyz").await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "ready"})
+    );
+    let after = metrics_with_key(&gateway).await;
+    let delta = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(
+        delta("r2_requests_total{endpoint=\"/readyz\",status=\"200\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("r2_embed_seconds_count"),
+        0.0,
+        "probes are not requests"
+    );
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_the_embedding_server_is_down_and_healthz_stays_ok() {
+    let gateway = Gateway::start(Setup {
+        embed_url: Some(format!("http://{}", closed_port())),
+        ..Setup::without_provider()
+    })
+    .await;
+    let started = std::time::Instant::now();
+
+    let response = gateway.get("/readyz").await;
+
+    let error = error_body(response, 503, "not_ready").await;
+    assert_eq!(error["error"]["type"], "server_error");
+    assert!(
+        started.elapsed() < r2_serve::READY_TIMEOUT + Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("embedding"), "{message}");
+    assert_eq!(gateway.get("/healthz").await.status(), 200);
+    // Routing a text fails the same way the probe did.
+    let response = gateway.post("/v1/route", &json!({"query": "query0"})).await;
+    assert_eq!(response.status(), 502);
+}
+
+/// `GET /metrics` with the client key.
+async fn metrics_with_key(gateway: &Gateway) -> String {
+    let response = gateway
+        .client
+        .get(gateway.url("/metrics"))
+        .header("authorization", format!("Bearer {CLIENT_KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
 async fn with_a_client_key_no_key_or_a_wrong_one_is_401_everywhere_but_healthz() {
     let gateway = Gateway::start(with_key()).await;
     for path in ["/v1/models", "/metrics", "/no/such/path"] {

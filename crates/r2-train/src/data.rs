@@ -56,13 +56,8 @@ pub const DEFAULT_INPUT_TOKENS: u64 = 100;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A file could not be opened or read.
-    #[error("{}: {action}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] r2_core::IoError),
     /// A line is malformed or inconsistent with the rest.
     #[error("{}: line {line}: {message}", path.display())]
     Line {
@@ -73,6 +68,16 @@ pub enum DataError {
     /// The file as a whole cannot be used.
     #[error("{}: {message}", path.display())]
     File { path: PathBuf, message: String },
+}
+
+impl r2_core::Classify for DataError {
+    fn class(&self) -> r2_core::ErrorClass {
+        use r2_core::ErrorClass::InvalidInput;
+        match self {
+            DataError::Io(e) => e.class(),
+            DataError::Line { .. } | DataError::File { .. } => InvalidInput,
+        }
+    }
 }
 
 /// Which queries to use.
@@ -579,7 +584,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Dataset, DataError> {
         return Err(DataError::File {
             path: path.to_path_buf(),
             message: "no embeddings: give them inline (`embedding` on a record) or in an \
-                      embeddings file (--embeddings)"
+                      embeddings file"
                 .into(),
         });
     };
@@ -698,11 +703,8 @@ fn for_each_line(
     path: &Path,
     mut f: impl FnMut(usize, &str) -> Result<(), DataError>,
 ) -> Result<(), DataError> {
-    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        action: "cannot open",
-        source,
-    })?;
+    let file = std::fs::File::open(path)
+        .map_err(|source| DataError::Io(r2_core::IoError::new(path, "cannot open", source)))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut buf = String::new();
     let mut number = 0;
@@ -717,11 +719,7 @@ fn for_each_line(
                     line: number,
                     message: "not UTF-8 text".into(),
                 },
-                _ => DataError::Io {
-                    path: path.to_path_buf(),
-                    action: "cannot read",
-                    source,
-                },
+                _ => DataError::Io(r2_core::IoError::new(path, "cannot read", source)),
             })?;
         if read == 0 {
             return Ok(());

@@ -54,6 +54,15 @@ pub enum EvalError {
     Core(#[from] r2_core::Error),
 }
 
+impl r2_core::Classify for EvalError {
+    fn class(&self) -> r2_core::ErrorClass {
+        match self {
+            EvalError::Invalid(_) => r2_core::ErrorClass::InvalidInput,
+            EvalError::Core(e) => e.class(),
+        }
+    }
+}
+
 /// How to evaluate.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {

@@ -46,6 +46,17 @@ pub enum RidgeError {
     },
 }
 
+impl r2_core::Classify for RidgeError {
+    fn class(&self) -> r2_core::ErrorClass {
+        match self {
+            RidgeError::NoSamples
+            | RidgeError::InvalidAlpha(_)
+            | RidgeError::NotPositiveDefinite { .. } => r2_core::ErrorClass::InvalidInput,
+            RidgeError::Shape { .. } => r2_core::ErrorClass::Internal,
+        }
+    }
+}
+
 /// The fitted heads: `coef` row-major `[heads, features]`, one intercept per head.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RidgeFit {

@@ -22,16 +22,25 @@ pub const CLIENT_KEY: &str = "r2-client-key-0123456789";
 pub const BUDGET_PROMPT: &str =
     "You MUST respond in {budget} tokens or fewer. Directly give the answer follow the format WITHOUT ANY explanation.";
 
-/// One embeddings server for the whole test binary: the golden embeddings as `query<id>`.
+/// One embeddings server for the whole test binary: the golden embeddings as `query<id>`, and
+/// the text `/readyz` embeds.
 pub fn embeddings() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
     *ADDR.get_or_init(|| {
-        let table: HashMap<String, Vec<f64>> = r2_fixtures::golden_inputs()
+        let mut table: HashMap<String, Vec<f64>> = r2_fixtures::golden_inputs()
             .into_iter()
             .map(|g| (format!("query{}", g.id), g.embedding))
             .collect();
+        let probe = table["query0"].clone();
+        table.insert(r2_serve::READY_PROBE.to_owned(), probe);
         r2_fixtures::start_embeddings_server(table)
     })
+}
+
+/// An address on 127.0.0.1 where nothing listens (a port just given back by the kernel).
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
 }
 
 /// How to start a gateway for one test.
@@ -42,6 +51,8 @@ pub struct Setup {
     pub provider_timeout: Duration,
     /// The API base of a provider started by the test itself (instead of `provider`).
     pub provider_base: Option<String>,
+    /// The embeddings server (default: [`embeddings`]).
+    pub embed_url: Option<String>,
 }
 
 impl Default for Setup {
@@ -57,6 +68,7 @@ impl Default for Setup {
             serve: ServeOptions::default(),
             provider_timeout: Duration::from_secs(5),
             provider_base: None,
+            embed_url: None,
         }
     }
 }
@@ -112,7 +124,11 @@ impl Gateway {
         let r2 = R2Router::load(Options {
             checkpoints: Some(r2_fixtures::converted_router_dir()),
             config: Some(r2_fixtures::upstream_dir().join("config.json")),
-            embed_url: Some(format!("http://{}", embeddings())),
+            embed_url: Some(
+                setup
+                    .embed_url
+                    .unwrap_or_else(|| format!("http://{}", embeddings())),
+            ),
             llm_api_key: llm_api_base
                 .as_ref()
                 .map(|_| r2_llm::ApiKey::new(PROVIDER_KEY)),

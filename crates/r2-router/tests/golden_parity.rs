@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use r2_core::{round_like_python, Budget, HeadKind, RouteOption, RouteParams, Router};
+use r2_core::{Budget, HeadKind, RouteOption, RouteParams, Router};
+use r2_router::report::round_like_python;
 use serde_json::Value;
 
 fn budget_of(v: &Value) -> Budget {
