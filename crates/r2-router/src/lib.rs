@@ -221,6 +221,8 @@ pub struct R2Router {
     embedder: tokio::sync::OnceCell<Box<dyn Embedder>>,
     llm: Option<LlmClient>,
     observer: std::sync::Arc<dyn Observer>,
+    /// The cores to route large batches on (looked up once: it reads cgroup files on Linux).
+    threads: usize,
 }
 
 impl std::fmt::Debug for R2Router {
@@ -282,6 +284,7 @@ impl R2Router {
             embedder: tokio::sync::OnceCell::new(),
             llm,
             observer: request::silent(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         // Fail early on a bad λ rather than at the first query.
         me.router.check_params(&RouteParams::new(me.lambda))?;

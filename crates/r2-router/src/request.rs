@@ -132,7 +132,7 @@ impl R2Router {
             params,
             interpolate: request.interpolate,
             input_tokens: request.input_tokens,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: self.threads,
         })
     }
 
