@@ -50,6 +50,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     };
     let embedder = runtime
         .block_on(r2_router::make_embedder(&options, &pool, None))
+        .map_err(crate::load::with_hint)
         .context("setting up the embedder")?;
     let mut queries = Queries::open(args.query.as_deref(), args.file.as_ref())?;
     let stdout = std::io::stdout();

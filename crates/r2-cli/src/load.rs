@@ -49,6 +49,10 @@ pub fn hint(e: &r2_router::Error) -> Option<&'static str> {
             r2_router::r2_llm::Error::Unauthorized { .. }
             | r2_router::r2_llm::Error::InvalidApiKey { .. },
         ) => Some("pass the key with --llm-api-key or set OPENROUTER_API_KEY"),
+        r2_router::Error::Embed(r2_router::r2_embed::Error::Download { .. }) => Some(
+            "or pass --embedding-model-dir DIR (a folder with config.json, tokenizer.json and \
+             model.safetensors) or --embed-url URL (a vLLM server)",
+        ),
         _ => None,
     }
 }

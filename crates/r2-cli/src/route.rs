@@ -129,6 +129,7 @@ fn route_text<W: Write>(
 ) -> Result<()> {
     runtime
         .block_on(r2.embedder())
+        .map_err(load::with_hint)
         .context("setting up the embedder")?;
     let mut queries = Queries::open(args.query.as_deref(), args.file.as_ref())?;
     printer.label = queries.label().to_owned();

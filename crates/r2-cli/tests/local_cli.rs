@@ -311,6 +311,21 @@ fn in_process_embedding_errors_are_clear() {
         .unwrap(),
     );
     assert!(err.contains("/nonexistent/model"), "{err}");
+
+    // Nothing cached and offline: the command line names its flags for the other ways.
+    let home = tempfile::tempdir().unwrap();
+    let err = failed(
+        r2().args(["embed", "--query", "hi"])
+            .env("HF_HOME", home.path())
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("HF_HUB_OFFLINE")
+            && err.contains("--embedding-model-dir")
+            && err.contains("--embed-url"),
+        "{err}"
+    );
 }
 
 #[test]

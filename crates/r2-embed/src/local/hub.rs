@@ -52,8 +52,8 @@ impl Settings {
             reason: format!(
                 "{why}. Run once with network access (and without HF_HUB_OFFLINE), or download \
                  the model into the Hugging Face cache at {cache} with `huggingface-cli download \
-                 {repo}` (set HF_HOME to use another cache), or pass --embedding-model-dir DIR \
-                 with a folder that holds config.json, tokenizer.json and model.safetensors",
+                 {repo}` (set HF_HOME to use another cache), or load the model from a folder \
+                 that holds config.json, tokenizer.json and model.safetensors",
                 cache = self.hub.cache_dir.display(),
                 repo = self.repo,
             ),
