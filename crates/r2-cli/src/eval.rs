@@ -1,18 +1,17 @@
-//! `r2 eval`: deferral curves, AUDC, QNC and peak quality of a router on scored test data.
+//! `r2 eval`: deferral curves, AUDC, QNC and peak quality of a router on scored test data: r2's
+//! envelope metrics and the paper's (compare_methods.py's global cost normalisation).
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use r2_train::{data, EvalOptions, LoadOptions, SplitFilter};
+use r2_train::{EvalOptions, LoadOptions, SplitFilter};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Evaluation data, the format of `r2 train --data` (the "split": "test" queries are used, or
-    /// every query when there are none)
-    #[arg(long, value_name = "FILE")]
-    data: PathBuf,
+    #[command(flatten)]
+    data: crate::data_args::DataArgs,
 
     #[command(flatten)]
     router: crate::RouterArgs,
@@ -36,9 +35,10 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0, value_name = "K")]
     interpolate: u32,
 
-    /// JSONL of query embeddings, for records without an inline "embedding"
-    #[arg(long, value_name = "FILE")]
-    embeddings: Option<PathBuf>,
+    /// The paper's QNC looks for the best single model's quality times this (compare_methods.py's
+    /// --target-accuracy-rate; the paper's runs used 0.95)
+    #[arg(long, default_value_t = r2_train::eval::DEFAULT_QNC_TARGET, value_name = "T")]
+    qnc_target: f64,
 
     /// Which queries to evaluate on
     #[arg(long, value_enum, default_value_t = SplitArg::Auto)]
@@ -86,22 +86,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let data = data::load(
-        &args.data,
-        &LoadOptions {
-            models: &models,
-            models_source: &pool_label,
-            budgets: Some(router.budgets()),
-            split: match args.split {
-                SplitArg::Auto => SplitFilter::TestOrAll,
-                SplitArg::Test => SplitFilter::Test,
-                SplitArg::Train => SplitFilter::Train,
-                SplitArg::All => SplitFilter::All,
-            },
-            embeddings: args.embeddings.as_deref(),
-            dim: Some(router.dim()),
+    let data = args.data.load(&LoadOptions {
+        models: &models,
+        models_source: &pool_label,
+        budgets: Some(router.budgets()),
+        split: match args.split {
+            SplitArg::Auto => SplitFilter::TestOrAll,
+            SplitArg::Test => SplitFilter::Test,
+            SplitArg::Train => SplitFilter::Train,
+            SplitArg::All => SplitFilter::All,
         },
-    )?;
+        embeddings: None,
+        dim: Some(router.dim()),
+    })?;
     let report = r2_train::evaluate(
         &router,
         &data,
@@ -110,6 +107,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             lambda_points: args.lambda_points,
             interpolate: args.interpolate,
             threads,
+            qnc_target: args.qnc_target,
         },
     )?;
     if let Some(path) = &args.plot {

@@ -3,9 +3,12 @@
 //! Architecture invariant: this crate is glue. It defines the command line, finds files, reads
 //! input and prints output; routing is `r2-core` and checkpoint formats are `r2-checkpoints`.
 
+mod collect;
 mod convert;
+mod data_args;
 mod embed;
 mod eval;
+mod experiment;
 mod input;
 mod load;
 mod logging;
@@ -44,12 +47,18 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Evaluate a router on scored test data: deferral curves, AUDC, QNC, peak quality.
     Eval(Box<eval::EvalArgs>),
+    /// The paper's protocol: per seed a random train/test split, train, evaluate; mean ± std of
+    /// AUDC, QNC and peak quality per method.
+    Experiment(Box<experiment::ExperimentArgs>),
     /// Serve an OpenAI-compatible routing gateway: POST /v1/chat/completions with model
     /// "r2-router", POST /v1/route, GET /v1/models, /healthz, /metrics.
     Serve(Box<serve::ServeArgs>),
     /// Convert upstream's release (config.json + checkpoints/*.joblib, a folder or a Hugging
     /// Face repository) into router.safetensors and its pool config.json.
     Convert(convert::ConvertArgs),
+    /// Collect training data: answer every query with every pool model at every budget, grade
+    /// the answers with a judge model, and write `r2 train`'s records (resumable).
+    Collect(Box<collect::CollectArgs>),
 }
 
 /// Where the router and the model pool come from.
@@ -103,8 +112,10 @@ fn main() -> ExitCode {
         Command::Embed(args) => embed::run(args),
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(*args),
+        Command::Experiment(args) => experiment::run(*args),
         Command::Serve(args) => serve::run(*args),
         Command::Convert(args) => convert::run(args),
+        Command::Collect(args) => collect::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,14 +8,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use r2_router::r2_checkpoints::{PoolConfig, ROUTER_FILE};
-use r2_train::{data, LoadOptions, SplitFilter, TrainOptions};
+use r2_train::{LoadOptions, SplitFilter, TrainOptions};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Training data: JSONL, one {"query_id", "model", "budget", "score", "output_tokens",
-    /// "embedding"?, "split"?} a line (queries with "split": "test" are left out)
-    #[arg(long, value_name = "FILE")]
-    data: PathBuf,
+    /// Training data (queries with "split": "test" are left out)
+    #[command(flatten)]
+    data: crate::data_args::DataArgs,
 
     /// Model pool config (JSON, upstream's config.json format): the models to fit, in pool order
     #[arg(long, visible_alias = "config", value_name = "FILE")]
@@ -33,11 +32,6 @@ pub struct TrainArgs {
     /// data]
     #[arg(long, value_delimiter = ',', value_name = "B1,B2")]
     budgets: Vec<u32>,
-
-    /// JSONL of query embeddings, one {"query_id" (or "id", or "query"), "embedding"} a line, for
-    /// records without an inline "embedding"
-    #[arg(long, value_name = "FILE")]
-    embeddings: Option<PathBuf>,
 
     /// Threads for the matrix products [default: all cores]
     #[arg(long, value_name = "N")]
@@ -63,19 +57,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    say(format!("reading {}", args.data.display()));
+    say(format!("reading {}", args.data.label()));
     let pool_label = args.pool.display().to_string();
-    let data = data::load(
-        &args.data,
-        &LoadOptions {
-            models: &models,
-            models_source: &pool_label,
-            budgets: budgets.as_deref(),
-            split: SplitFilter::Train,
-            embeddings: args.embeddings.as_deref(),
-            dim: Some(pool.embedding_dim),
-        },
-    )?;
+    let data = args.data.load(&LoadOptions {
+        models: &models,
+        models_source: &pool_label,
+        budgets: budgets.as_deref(),
+        split: SplitFilter::Train,
+        embeddings: None,
+        dim: Some(pool.embedding_dim),
+    })?;
     let (n, dim, budget_list) = (data.queries.len(), data.dim, data.budgets.clone());
     let heads = models.len() * (budget_list.len() + 2);
     say(format!(
@@ -92,10 +83,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             embedding_model: Some(pool.embedding_model.clone()),
             source: Some(format!(
                 "r2 train: {n} queries of {}, alpha {}",
-                args.data
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                args.data.label(),
                 args.alpha
             )),
         },

@@ -136,6 +136,7 @@ fn train_eval_and_route_with_interpolated_budgets() {
             "router",
             "interpolated",
             "point_based",
+            "oracle_unlimited",
             "oracle",
             "single",
             "single",
@@ -148,6 +149,22 @@ fn train_eval_and_route_with_interpolated_budgets() {
         assert!((0.0..=1.0).contains(&audc), "{c}");
         assert!(!c["curve"].as_array().unwrap().is_empty());
     }
+    // The paper's numbers: on every router curve, over one global cost range; none for a single
+    // model.
+    let range = &report["paper"]["cost_range"];
+    assert!(num(&range[0]) < num(&range[1]), "{range}");
+    assert_eq!(num(&report["paper"]["qnc_target"]), 1.0);
+    for c in report["curves"].as_array().unwrap() {
+        if c["kind"] == "single" {
+            assert!(c["paper_audc"].is_null() && c["paper_qnc"].is_null(), "{c}");
+        } else {
+            let (audc, qnc) = (num(&c["paper_audc"]), num(&c["paper_qnc"]));
+            assert!(
+                (0.0..=1.0).contains(&audc) && (0.0..=1.0).contains(&qnc),
+                "{c}"
+            );
+        }
+    }
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("oracle"));
 
@@ -155,6 +172,16 @@ fn train_eval_and_route_with_interpolated_budgets() {
     let text = ok(eval(&files, &out, &["--lambda-points", "11"]));
     assert!(text.contains("AUDC") && text.contains("point-based") && text.contains("oracle"));
     assert!(text.contains("11 values"), "{text}");
+    assert!(
+        text.contains("r2 envelope") && text.contains("paper") && text.contains("unlimited only"),
+        "{text}"
+    );
+    // --qnc-target scales the paper's QNC target quality.
+    let target = ok_json(eval(&files, &out, &["--json", "--qnc-target", "0.95"]));
+    let best = num(&target["best_single"]["quality"]);
+    assert_eq!(num(&target["paper"]["target_quality"]), best * 0.95);
+    let err = failed(eval(&files, &out, &["--qnc-target", "-0.5"]));
+    assert!(err.contains("QNC target"), "{err}");
     let text = ok(eval(
         &files,
         &out,
@@ -265,4 +292,180 @@ fn bad_data_is_an_error_with_its_line_and_writes_nothing() {
         "{err}"
     );
     assert!(!dir.path().join("x").exists());
+}
+
+/// 300 queries, 16-d, the whole synthetic pool and the upstream budgets.
+fn generate_experiment(dir: &Path) -> SynthFiles {
+    synth::write(
+        &SynthConfig {
+            queries: 300,
+            dim: 16,
+            seed: 11,
+            score_samples: 4,
+            ..SynthConfig::default()
+        },
+        dir,
+    )
+    .unwrap()
+}
+
+fn experiment(files: &SynthFiles, extra: &[&str]) -> Output {
+    r2().arg("experiment")
+        .arg("--data")
+        .arg(&files.records)
+        .arg("--embeddings")
+        .arg(files.embeddings.as_ref().unwrap())
+        .arg("--pool")
+        .arg(&files.pool)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn ok_json(out: Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+fn num(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn experiment_trains_and_evaluates_per_seed_and_summarises() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = generate_experiment(dir.path());
+    let names = [
+        "R2 router",
+        "R2 router, interpolated",
+        "point-based",
+        "oracle, unlimited only",
+        "oracle, all budgets",
+    ];
+
+    // The table: one row per method, mean ± std of AUDC, QNC, peak.
+    let out = experiment(&files, &["--seeds", "3", "--interpolate", "2"]);
+    assert!(
+        out.stderr.is_empty(),
+        "no progress when stderr is not a terminal: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = ok(out);
+    assert!(
+        text.contains("3 seeds (0, 1, 2)") && text.contains("240 train / 60 test"),
+        "{text}"
+    );
+    let header = text.lines().find(|l| l.starts_with("method")).unwrap();
+    assert!(
+        header.contains("AUDC") && header.contains("QNC") && header.contains("peak"),
+        "{text}"
+    );
+    for name in names {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {text}"));
+        assert_eq!(row.matches(" ± ").count(), 4, "{row}");
+    }
+
+    // JSON: the per-seed numbers, and a summary consistent with them.
+    let args = ["--seeds", "3", "--interpolate", "2", "--qnc-target", "0.95"];
+    let report = ok_json(experiment(&files, &[&args[..], &["--json"]].concat()));
+    assert_eq!(report["seeds"], serde_json::json!([0, 1, 2]));
+    assert_eq!(num(&report["qnc_target"]), 0.95);
+    assert_eq!(report["queries"], 300);
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    let kinds = [
+        "router",
+        "interpolated",
+        "point_based",
+        "oracle_unlimited",
+        "oracle",
+    ];
+    for run in runs {
+        assert_eq!(run["train_queries"], 240);
+        assert_eq!(run["test_queries"], 60);
+        let methods = run["methods"].as_array().unwrap();
+        let got: Vec<&str> = methods
+            .iter()
+            .map(|m| m["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, kinds);
+        for (m, name) in methods.iter().zip(names) {
+            assert!(m["name"].as_str().unwrap().starts_with(name), "{m}");
+            for key in ["paper_audc", "paper_qnc", "peak", "audc"] {
+                assert!((0.0..=1.0).contains(&num(&m[key])), "{key}: {m}");
+            }
+        }
+    }
+    // Different seeds split differently.
+    assert_ne!(runs[0]["methods"], runs[1]["methods"]);
+    let summary = report["summary"].as_array().unwrap();
+    assert_eq!(summary.len(), kinds.len());
+    for (i, s) in summary.iter().enumerate() {
+        assert_eq!(s["kind"], kinds[i]);
+        for key in ["paper_audc", "paper_qnc", "peak", "audc"] {
+            let values: Vec<f64> = runs.iter().map(|r| num(&r["methods"][i][key])).collect();
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+            assert!((num(&s[key]["mean"]) - mean).abs() < 1e-12, "{key}: {s}");
+            assert!(
+                (num(&s[key]["std"]) - var.sqrt()).abs() < 1e-12,
+                "{key}: {s}"
+            );
+        }
+    }
+
+    // The same seed gives the same numbers: alone, on another thread count, run again.
+    let alone = ok_json(experiment(
+        &files,
+        &[
+            "--interpolate",
+            "2",
+            "--qnc-target",
+            "0.95",
+            "--json",
+            "--seeds",
+            "1",
+            "--first-seed",
+            "1",
+            "--threads",
+            "1",
+        ],
+    ));
+    assert_eq!(alone["runs"][0], runs[1]);
+    assert_eq!(
+        report,
+        ok_json(experiment(&files, &[&args[..], &["--json"]].concat()))
+    );
+
+    // On generated data whose first model saturates with budget: the budget-aware router matches
+    // the best single model's quality for far less than the point-based router (the paper's QNC)
+    // and has the higher envelope AUDC. (The paper's AUDC integrates each curve over its own cost
+    // range only, so a router whose quality-first point is cheap is not compared by it here.)
+    let mean = |i: usize, key: &str| num(&summary[i][key]["mean"]);
+    assert!(mean(0, "paper_qnc") < mean(2, "paper_qnc"), "{summary:?}");
+    assert!(mean(0, "audc") > mean(2, "audc"), "{summary:?}");
+    assert!(mean(4, "peak") > mean(0, "peak"), "{summary:?}");
+    assert!(mean(3, "paper_audc") > mean(2, "paper_audc"), "{summary:?}");
+}
+
+#[test]
+fn experiment_flag_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = generate_experiment(dir.path());
+    let err = failed(experiment(&files, &["--seeds", "0"]));
+    assert!(err.contains("--seeds must be at least 1"), "{err}");
+    let err = failed(experiment(&files, &["--test-fraction", "1.5"]));
+    assert!(
+        err.contains("--test-fraction must be between 0 and 1"),
+        "{err}"
+    );
+    let err = failed(experiment(&files, &["--qnc-target", "-1"]));
+    assert!(err.contains("--qnc-target"), "{err}");
+    let err = failed(experiment(&files, &["--budgets", "10,33"]));
+    assert!(
+        err.contains("line 1") && err.contains("at budget 33"),
+        "{err}"
+    );
 }

@@ -30,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod collect;
 pub mod fetch;
 pub mod report;
 mod request;

@@ -6,7 +6,9 @@
 //! score and output tokens of the chosen (model, budget); the cost is
 //! `input_tokens·input_price/1e6 + true output tokens·output_price/1e6` with the pool's prices. The
 //! means over the queries give one point (cost, quality) per λ; [`crate::metrics`] turns the points
-//! into the deferral curve, AUDC, QNC and peak quality.
+//! into the deferral curve, AUDC, QNC and peak quality (r2's envelope metrics), and
+//! [`crate::paper`] computes the paper's AUDC and QNC on the same points, with cost normalised by
+//! one global range over every router curve of the report.
 //!
 //! - **R2 router**: every (model, budget) option, anchors only.
 //! - **R2 router, interpolated** (`interpolate = K > 0`): K extra budgets between adjacent anchors
@@ -17,7 +19,10 @@
 //! - **Point-based router** (CARROT-style): the same router restricted to its unlimited heads (per
 //!   model the predicted quality and predicted output tokens without a budget), one option per
 //!   model.
-//! - **Oracle**: per query and λ, the option (anchors) with the best *true* `(1 − λ)·score − λ·cost`.
+//! - **Oracle, unlimited only**: per query and λ, the model whose *unlimited* answer has the best
+//!   true `(1 − λ)·score − λ·cost` (compare_methods.py's `calculate_oracle_unlimited`).
+//! - **Oracle, all budgets**: per query and λ, the option (anchors) with the best *true*
+//!   `(1 − λ)·score − λ·cost` (`calculate_oracle_all_limits`).
 //! - **Single models**: every query to one model without a budget; one point.
 //!
 //! # The λ grid
@@ -38,6 +43,7 @@ use serde::Serialize;
 
 use crate::data::Dataset;
 use crate::metrics::{self, Point};
+use crate::paper;
 
 /// Queries evaluated together by one worker; fixed, so the sums do not depend on the thread count.
 const CHUNK: usize = 64;
@@ -74,7 +80,13 @@ pub struct EvalOptions {
     pub interpolate: u32,
     /// Worker threads.
     pub threads: usize,
+    /// The paper's QNC target: the best single model's quality times this (compare_methods.py's
+    /// `--target-accuracy-rate`; 1.0 there by default, 0.95 in the paper's runs).
+    pub qnc_target: f64,
 }
+
+/// The default [`EvalOptions::qnc_target`].
+pub const DEFAULT_QNC_TARGET: f64 = 1.0;
 
 impl Default for EvalOptions {
     fn default() -> Self {
@@ -83,6 +95,7 @@ impl Default for EvalOptions {
             lambda_points: DEFAULT_LAMBDA_POINTS,
             interpolate: 0,
             threads: 1,
+            qnc_target: DEFAULT_QNC_TARGET,
         }
     }
 }
@@ -94,6 +107,9 @@ pub enum CurveKind {
     Router,
     Interpolated,
     PointBased,
+    /// The oracle over each model's unlimited answer only.
+    OracleUnlimited,
+    /// The oracle over every (model, budget) option.
     Oracle,
     Single,
 }
@@ -106,10 +122,20 @@ pub struct CurveReport {
     /// The model, for a single-model row.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// r2's AUDC: the mean quality of the deferral curve over its own cost range.
     pub audc: f64,
-    /// `null` when the curve never reaches the best single model's quality.
+    /// r2's QNC: least cost of the deferral curve reaching the best single model's quality, over
+    /// that model's cost; `null` when the curve never reaches it.
     pub qnc: Option<f64>,
+    /// The highest quality of the points (the same for r2's and the paper's metrics).
     pub peak_quality: f64,
+    /// The paper's AUDC ([`crate::paper::audc`]: the points sorted by cost, trapezoid over the
+    /// cost normalised by the report's global range, undivided); `null` for a single model.
+    pub paper_audc: Option<f64>,
+    /// The paper's QNC ([`crate::paper::qnc`]: the globally normalised cost of the cheapest point
+    /// reaching the best single model's quality × the QNC target; 1.0 when none does); `null` for
+    /// a single model.
+    pub paper_qnc: Option<f64>,
     pub min_cost: f64,
     pub max_cost: f64,
     /// One point per λ (ascending), or the one point of a single model.
@@ -124,6 +150,22 @@ pub struct BestSingle {
     pub model: String,
     pub quality: f64,
     pub cost: f64,
+}
+
+/// How the paper's metrics of a report were computed.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaperSummary {
+    /// Where the formulas come from ([`crate::paper::SOURCE`]).
+    pub source: String,
+    /// The global cost range `[min, max]` (mean USD per query) every router's cost is normalised
+    /// by: over every point of the curves in `range_of`.
+    pub cost_range: [f64; 2],
+    /// The curves (names) whose points make the global cost range: every router curve.
+    pub range_of: Vec<String>,
+    /// [`EvalOptions::qnc_target`].
+    pub qnc_target: f64,
+    /// The quality the paper's QNC looks for: best single model's quality × `qnc_target`.
+    pub target_quality: f64,
 }
 
 /// The whole evaluation.
@@ -141,6 +183,8 @@ pub struct EvalReport {
     pub lambda_grid: String,
     pub lambdas: Vec<f64>,
     pub best_single: BestSingle,
+    /// How the paper's numbers (`paper_audc`, `paper_qnc`) were computed.
+    pub paper: PaperSummary,
     pub curves: Vec<CurveReport>,
 }
 
@@ -172,6 +216,16 @@ impl EvalReport {
             "best single model: {} (quality {:.4}, cost ${:.4e} per query)",
             self.best_single.model, self.best_single.quality, self.best_single.cost
         );
+        let _ = writeln!(
+            out,
+            "paper metrics: cost normalised by one global range [${:.4e}, ${:.4e}] per query \
+             (all router curves); QNC target {} × {:.4} = {:.4}",
+            self.paper.cost_range[0],
+            self.paper.cost_range[1],
+            self.paper.qnc_target,
+            self.best_single.quality,
+            self.paper.target_quality
+        );
         let _ = writeln!(out);
         let width = self
             .curves
@@ -182,25 +236,44 @@ impl EvalReport {
             .max(6);
         let _ = writeln!(
             out,
-            "{:<width$}  {:>6}  {:>7}  {:>6}  {:>10}  {:>10}",
-            "router", "AUDC", "QNC", "peak", "min $/q", "max $/q"
+            "{}",
+            format!("{:<width$}  {:<15}  {:<15}", "", "r2 envelope", "paper").trim_end()
+        );
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>6}  {:>7}  {:>6}  {:>7}  {:>6}  {:>10}  {:>10}",
+            "router", "AUDC", "QNC", "AUDC", "QNC", "peak", "min $/q", "max $/q"
         );
         for c in &self.curves {
             let qnc = match c.qnc {
                 Some(v) => format!("{v:.4}"),
                 None => "n/r".into(),
             };
+            let paper = |v: Option<f64>| match v {
+                Some(v) => format!("{v:.4}"),
+                None => "-".into(),
+            };
             let _ = writeln!(
                 out,
-                "{:<width$}  {:>6.4}  {:>7}  {:>6.4}  {:>10.3e}  {:>10.3e}",
-                c.name, c.audc, qnc, c.peak_quality, c.min_cost, c.max_cost
+                "{:<width$}  {:>6.4}  {:>7}  {:>6}  {:>7}  {:>6.4}  {:>10.3e}  {:>10.3e}",
+                c.name,
+                c.audc,
+                qnc,
+                paper(c.paper_audc),
+                paper(c.paper_qnc),
+                c.peak_quality,
+                c.min_cost,
+                c.max_cost
             );
         }
         let _ = writeln!(
             out,
-            "\nAUDC: mean quality of the deferral curve over its own cost range; QNC: least cost \
-             reaching the best single model's quality, relative to that model's cost (n/r: not \
-             reached); peak: highest quality; costs are mean USD per query."
+            "\nr2 envelope: AUDC = mean quality of the deferral curve (upper concave envelope) over \
+             its own cost range; QNC = least cost reaching the best single model's quality, \
+             relative to that model's cost (n/r: not reached).\npaper (compare_methods.py): AUDC = \
+             trapezoid of the λ-points sorted by cost over the globally normalised cost; QNC = \
+             globally normalised cost of the cheapest point reaching the QNC target quality (1 if \
+             none does).\npeak: highest quality; costs are mean USD per query."
         );
         out
     }
@@ -343,12 +416,19 @@ pub fn evaluate(
             default_lambdas(router, data, options.lambda_points)
         }
     };
+    if !(options.qnc_target.is_finite() && options.qnc_target >= 0.0) {
+        return Err(EvalError::Invalid(format!(
+            "the QNC target must be a finite number ≥ 0 (a share of the best single model's \
+             quality, e.g. 0.95), got {}",
+            options.qnc_target
+        )));
+    }
     let params: Vec<RouteParams> = lambdas.iter().map(|&l| RouteParams::new(l)).collect();
     let pb = point_based(router)?;
     let anchors = router.budget_grid(0);
     let interp = (options.interpolate > 0).then(|| router.budget_grid(options.interpolate));
-    // Curves routed per λ: R2, point-based, oracle, then R2 interpolated.
-    let curves = if interp.is_some() { 4 } else { 3 };
+    // Curves routed per λ: R2, point-based, oracle, oracle unlimited-only, then R2 interpolated.
+    let curves = if interp.is_some() { 5 } else { 4 };
     let n = data.queries.len();
     let chunks = n.div_ceil(CHUNK);
     let ctx = Context {
@@ -385,7 +465,9 @@ pub fn evaluate(
         }
     }
 
-    // Single models: every query to the model without a budget.
+    // Single models: every query to the model without a budget. Summed per chunk, then the chunks
+    // in order, as the routed curves are, so a router making one model's choices for every query
+    // has exactly that model's numbers.
     let b = data.budgets.len();
     let singles: Vec<(f64, f64)> = router
         .models()
@@ -393,10 +475,15 @@ pub fn evaluate(
         .enumerate()
         .map(|(m, info)| {
             let (mut cost, mut quality) = (0.0, 0.0);
-            for q in 0..n {
-                let cell = data.cell(q, m, b);
-                cost += true_cost(info, data.queries[q].input_tokens, data.tokens[cell]);
-                quality += data.scores[cell];
+            for c in 0..chunks {
+                let (mut chunk_cost, mut chunk_quality) = (0.0, 0.0);
+                for q in c * CHUNK..((c + 1) * CHUNK).min(n) {
+                    let cell = data.cell(q, m, b);
+                    chunk_cost += true_cost(info, data.queries[q].input_tokens, data.tokens[cell]);
+                    chunk_quality += data.scores[cell];
+                }
+                cost += chunk_cost;
+                quality += chunk_quality;
             }
             (cost / n as f64, quality / n as f64)
         })
@@ -427,6 +514,8 @@ pub fn evaluate(
             audc: metrics::audc(&curve),
             qnc: metrics::qnc(&curve, best_single.quality, best_single.cost),
             peak_quality: metrics::peak_quality(&curve),
+            paper_audc: None,
+            paper_qnc: None,
             min_cost: xy.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
             max_cost: xy.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
             points,
@@ -457,7 +546,7 @@ pub fn evaluate(
             ),
             CurveKind::Interpolated,
             None,
-            routed(3),
+            routed(4),
         ));
     }
     rows.push(row(
@@ -466,7 +555,37 @@ pub fn evaluate(
         None,
         routed(1),
     ));
-    rows.push(row("oracle".into(), CurveKind::Oracle, None, routed(2)));
+    rows.push(row(
+        "oracle, unlimited only".into(),
+        CurveKind::OracleUnlimited,
+        None,
+        routed(3),
+    ));
+    rows.push(row(
+        "oracle, all budgets".into(),
+        CurveKind::Oracle,
+        None,
+        routed(2),
+    ));
+    // The paper's metrics of every router curve, over one global cost range.
+    let target_quality = best_single.quality * options.qnc_target;
+    let xy: Vec<Vec<(f64, f64)>> = rows
+        .iter()
+        .map(|r| r.points.iter().map(|p| (p.cost, p.quality)).collect())
+        .collect();
+    let refs: Vec<&[(f64, f64)]> = xy.iter().map(Vec::as_slice).collect();
+    let (cost_range, numbers) = paper::paper_metrics(&refs, target_quality);
+    for (r, p) in rows.iter_mut().zip(&numbers) {
+        r.paper_audc = Some(p.audc);
+        r.paper_qnc = Some(p.qnc);
+    }
+    let paper_summary = PaperSummary {
+        source: paper::SOURCE.to_owned(),
+        cost_range: [cost_range.0, cost_range.1],
+        range_of: rows.iter().map(|r| r.name.clone()).collect(),
+        qnc_target: options.qnc_target,
+        target_quality,
+    };
     for (m, &(cost, quality)) in singles.iter().enumerate() {
         rows.push(row(
             format!("single: {}", names[m]),
@@ -490,6 +609,7 @@ pub fn evaluate(
         lambda_grid: grid_text,
         lambdas,
         best_single,
+        paper: paper_summary,
         curves: rows,
     })
 }
@@ -577,9 +697,20 @@ impl Context<'_> {
                     }
                 }
                 add(2, (best.1, best.2));
+                // Oracle over the unlimited answers only, first in pool order on a tie.
+                let mut best = (f64::NEG_INFINITY, 0.0, 0.0);
+                for (m, info) in models.iter().enumerate() {
+                    let (s, t) = label(m);
+                    let cost = true_cost(info, input_tokens, t[b]);
+                    let risk = (1.0 - lambda) * s[b] - lambda * cost;
+                    if risk > best.0 {
+                        best = (risk, cost, s[b]);
+                    }
+                }
+                add(3, (best.1, best.2));
                 if let Some(grid) = self.interp {
                     let d = router.route_heads(&heads, input_tokens, params, grid)?;
-                    add(3, score(grid, d.choice.model, d.choice.budget));
+                    add(4, score(grid, d.choice.model, d.choice.budget));
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! Deferral curves and their summary numbers.
+//! Deferral curves and their summary numbers: r2's envelope metrics. (The paper's AUDC and QNC,
+//! on the points themselves with one global cost normalisation, are in [`crate::paper`].)
 //!
 //! A router swept over λ gives one point per λ: (mean cost per query in USD, mean true quality).
 //!

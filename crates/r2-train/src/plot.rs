@@ -53,12 +53,13 @@ pub fn plot_svg(report: &EvalReport, path: &Path) -> Result<(), String> {
         RGBColor(31, 119, 180),
         RGBColor(44, 160, 44),
         RGBColor(255, 127, 14),
+        RGBColor(214, 39, 40),
         RGBColor(120, 120, 120),
     ];
     let routers = report.curves.iter().filter(|c| c.kind != CurveKind::Single);
     for (i, c) in routers.enumerate() {
         let color = palette[i % palette.len()];
-        let style = if c.kind == CurveKind::Oracle {
+        let style = if matches!(c.kind, CurveKind::Oracle | CurveKind::OracleUnlimited) {
             color.stroke_width(1)
         } else {
             color.stroke_width(2)

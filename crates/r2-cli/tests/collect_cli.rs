@@ -1,0 +1,462 @@
+//! `r2 collect` through the binary, against loopback OpenAI-protocol servers started in the test:
+//! dry run, a garbage judge, the spend cap, resuming after SIGKILL, and `r2 train` on the output.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::Ordering;
+
+/// The test pool: two models, 4-d embeddings.
+const POOL: &str = r#"{
+  "embedding_model": "test/embedder",
+  "embedding_dim": 4,
+  "default_lambda": 0.5,
+  "models": {
+    "alpha": {"openrouter_id": "lab/alpha", "input_price_per_million": 1.0, "output_price_per_million": 10.0},
+    "beta": {"openrouter_id": "lab/beta", "input_price_per_million": 0.5, "output_price_per_million": 2.0}
+  }
+}"#;
+
+/// The provider's answer for a model and budget: its text and completion tokens.
+fn answer_of(model: &str, budget: Option<u64>) -> (String, u64) {
+    let base = if model == "lab/alpha" { 7 } else { 3 };
+    let tokens = match budget {
+        Some(b) => (b / 2).max(1) + base,
+        None => 300 + base,
+    };
+    (format!("answer of {model} in tokens={tokens}"), tokens)
+}
+
+/// The budget a routed request asks for, from its system message.
+fn budget_of(body: &serde_json::Value) -> Option<u64> {
+    let first = &body["messages"][0];
+    if first["role"] != "system" {
+        return None;
+    }
+    let text = first["content"].as_str().unwrap();
+    let rest = text.strip_prefix("You MUST respond in ").unwrap();
+    Some(rest.split(' ').next().unwrap().parse().unwrap())
+}
+
+/// What the judge gives an answer with `tokens=N` in it.
+fn score_of(tokens: u64) -> f64 {
+    tokens as f64 / (tokens as f64 + 100.0)
+}
+
+#[derive(Default)]
+struct ProviderState {
+    /// Generation requests seen.
+    calls: std::sync::atomic::AtomicUsize,
+    /// From this many calls on, answer only after a long wait (0: never).
+    slow_after: std::sync::atomic::AtomicUsize,
+    /// Every request body, in arrival order.
+    bodies: std::sync::Mutex<Vec<serde_json::Value>>,
+}
+
+/// An OpenAI-protocol provider at `http://<addr>/v1` whose answer and token count depend on the
+/// model and the budget.
+fn start_provider() -> (String, std::sync::Arc<ProviderState>) {
+    use std::sync::atomic::Ordering;
+    let state = std::sync::Arc::new(ProviderState::default());
+    let shared = state.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let state = shared.clone();
+            async move {
+                let n = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                state.bodies.lock().unwrap().push(body.clone());
+                let slow = state.slow_after.load(Ordering::SeqCst);
+                if slow > 0 && n > slow {
+                    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+                }
+                let model = body["model"].as_str().unwrap().to_owned();
+                let (text, tokens) = answer_of(&model, budget_of(&body));
+                axum::Json(serde_json::json!({
+                    "id": "gen", "object": "chat.completion", "created": 0, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": tokens, "total_tokens": 20 + tokens},
+                }))
+            }
+        }),
+    );
+    let addr = r2_fixtures::spawn_server(app);
+    (format!("http://{addr}/v1"), state)
+}
+
+/// An OpenAI-protocol judge at `http://<addr>/v1`: `Grade` grades `tokens=N` answers with
+/// [`score_of`], `Garbage` answers prose without a score. Returns the request bodies it saw.
+#[derive(Clone, Copy, PartialEq)]
+enum Judge {
+    Grade,
+    Garbage,
+}
+
+fn start_judge(
+    kind: Judge,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(body.clone());
+                let prompt = body["messages"][0]["content"].as_str().unwrap().to_owned();
+                let content = match kind {
+                    Judge::Garbage => "I think it is quite good, really.".to_owned(),
+                    Judge::Grade => {
+                        let tokens: u64 = prompt
+                            .split("tokens=")
+                            .nth(1)
+                            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0);
+                        serde_json::json!({"score": score_of(tokens), "reason": "ok"}).to_string()
+                    }
+                };
+                axum::Json(serde_json::json!({
+                    "id": "judge", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+                }))
+            }
+        }),
+    );
+    let addr = r2_fixtures::spawn_server(app);
+    (format!("http://{addr}/v1"), seen)
+}
+
+/// Test queries and their 4-d vectors, served by an embeddings server at `http://<addr>`.
+fn queries() -> Vec<(String, String)> {
+    (1..=6)
+        .map(|i| (format!("q{i}"), format!("What is {i} plus {i}?")))
+        .collect()
+}
+
+fn start_embedder() -> String {
+    let table = queries()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, text))| {
+            let x = i as f64;
+            (text, vec![1.0, x, (x * 0.7).sin(), (x * 1.3).cos()])
+        })
+        .collect();
+    let addr = r2_fixtures::start_embeddings_server(table);
+    format!("http://{addr}")
+}
+
+/// The queries as JSONL, `q1` … `q6`, the first with a reference, the last two `test`.
+fn queries_jsonl() -> String {
+    queries()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, text))| {
+            let mut line = serde_json::json!({"id": id, "query": text});
+            if i == 0 {
+                line["reference"] = "2".into();
+            }
+            line["split"] = if i >= 4 { "test" } else { "train" }.into();
+            line.to_string() + "\n"
+        })
+        .collect()
+}
+
+const KEY: &str = "sk-test-secret-key";
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    queries: std::path::PathBuf,
+    pool: std::path::PathBuf,
+    out: std::path::PathBuf,
+    provider: String,
+    state: std::sync::Arc<ProviderState>,
+    judge: String,
+    embed: String,
+}
+
+fn setup(judge: Judge) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let queries = dir.path().join("queries.jsonl");
+    std::fs::write(&queries, queries_jsonl()).unwrap();
+    let pool = dir.path().join("pool.json");
+    std::fs::write(&pool, POOL).unwrap();
+    let out = dir.path().join("out");
+    let (provider, state) = start_provider();
+    let (judge, _) = start_judge(judge);
+    Setup {
+        queries,
+        pool,
+        out,
+        provider,
+        state,
+        judge,
+        embed: start_embedder(),
+        _dir: dir,
+    }
+}
+
+fn collect(s: &Setup, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_r2"));
+    cmd.env_remove("OPENROUTER_API_KEY")
+        .env_remove("R2_CONFIG")
+        .arg("collect")
+        .arg("--queries")
+        .arg(&s.queries)
+        .arg("--pool")
+        .arg(&s.pool)
+        .arg("--out")
+        .arg(&s.out)
+        .args(["--llm-api-base", &s.provider, "--llm-api-key", KEY])
+        .args(["--judge-api-base", &s.judge, "--judge-model", "judge/model"])
+        .args(["--embed-url", &s.embed, "--budgets", "10,100"])
+        .args(extra);
+    cmd
+}
+
+fn output(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(KEY), "the key was printed: {all}");
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The JSON lines of `path`, checking that the file ends with a newline.
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "torn last line in {}",
+        path.display()
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn keys(records: &[serde_json::Value]) -> Vec<String> {
+    let mut keys: Vec<String> = records
+        .iter()
+        .map(|r| format!("{} {} {}", r["query_id"], r["model"], r["budget"]))
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn collected_data_trains_a_router() {
+    let s = setup(Judge::Grade);
+    let out = output(collect(&s, &["--concurrency", "4"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("36 recorded, 0 failed, 0 already done"),
+        "{text}"
+    );
+    assert!(text.contains("alpha: 18 records, mean score"), "{text}");
+    let records = lines(&s.out.join("records.jsonl"));
+    assert_eq!(records.len(), 36);
+    assert_eq!(lines(&s.out.join("embeddings.jsonl")).len(), 6);
+    assert!(s.out.join("manifest.json").exists());
+
+    let router = s.out.join("router");
+    let train = output({
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_r2"));
+        cmd.arg("train")
+            .arg("--data")
+            .arg(s.out.join("records.jsonl"))
+            .arg("--embeddings")
+            .arg(s.out.join("embeddings.jsonl"))
+            .arg("--pool")
+            .arg(&s.pool)
+            .arg("--out")
+            .arg(&router);
+        cmd
+    });
+    assert!(train.status.success(), "r2 train: {}", stderr(&train));
+    assert!(router.join("router.safetensors").exists());
+
+    // A second run has nothing left to do.
+    let again = output(collect(&s, &[]));
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stdout(&again).contains("0 recorded, 0 failed, 36 already done"));
+    assert_eq!(s.state.calls.load(Ordering::SeqCst), 36);
+
+    // Other settings into the same folder are refused, naming the manifest.
+    let other = output(collect(&s, &["--temperature", "0.2"]));
+    assert!(!other.status.success());
+    assert!(
+        stderr(&other).contains("manifest.json"),
+        "{}",
+        stderr(&other)
+    );
+}
+
+#[test]
+fn a_dry_run_counts_and_estimates_without_sending() {
+    let s = setup(Judge::Grade);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_r2"));
+    cmd.env_remove("OPENROUTER_API_KEY")
+        .arg("collect")
+        .arg("--queries")
+        .arg(&s.queries)
+        .arg("--pool")
+        .arg(&s.pool)
+        .arg("--out")
+        .arg(&s.out)
+        .args([
+            "--judge-model",
+            "lab/beta",
+            "--budgets",
+            "10,100",
+            "--dry-run",
+        ]);
+    let out = output(cmd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("6 queries × 2 models × 3 budgets: 36 generation calls and 36 judge calls"),
+        "{text}"
+    );
+    assert!(text.contains("estimated cost of the answers: $"), "{text}");
+    assert!(text.contains("500 output tokens"), "{text}");
+    assert!(text.contains("estimated cost of the judge: $"), "{text}");
+    assert!(text.contains("nothing was sent"), "{text}");
+    assert_eq!(s.state.calls.load(Ordering::SeqCst), 0);
+    assert!(!s.out.exists(), "a dry run writes nothing");
+}
+
+#[test]
+fn a_judge_without_scores_leaves_failures_and_exits_non_zero() {
+    let s = setup(Judge::Garbage);
+    let out = output(collect(&s, &[]));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("36 calls failed") && err.contains("failures.jsonl"),
+        "{err}"
+    );
+    let failures = lines(&s.out.join("failures.jsonl"));
+    assert_eq!(failures.len(), 36);
+    assert!(failures.iter().all(|f| f["stage"] == "judge"));
+    assert!(lines(&s.out.join("records.jsonl")).is_empty());
+}
+
+#[test]
+fn a_bad_judge_prompt_is_refused_before_anything_is_sent() {
+    let s = setup(Judge::Grade);
+    let prompt = s.out.with_file_name("prompt.txt");
+    std::fs::write(&prompt, "Grade {query}: {answer}").unwrap();
+    let out = output(collect(&s, &["--judge-prompt", prompt.to_str().unwrap()]));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("prompt.txt: unknown placeholder {answer}"),
+        "{err}"
+    );
+    assert_eq!(s.state.calls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn the_spend_cap_stops_and_says_how_far_it_got() {
+    let s = setup(Judge::Grade);
+    let out = output(collect(
+        &s,
+        &["--concurrency", "1", "--max-spend", "0.000001"],
+    ));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("stopped at --max-spend"), "{err}");
+    // The first answers cost 2e-4 USD or less each; one is enough to reach the cap.
+    assert_eq!(lines(&s.out.join("records.jsonl")).len(), 1);
+    assert!(err.contains("1 of 36 calls done, 35 not started"), "{err}");
+}
+
+#[test]
+fn a_run_killed_mid_way_resumes_without_losing_or_repeating_records() {
+    let s = setup(Judge::Grade);
+    s.state.slow_after.store(10, Ordering::SeqCst);
+    let mut child = collect(&s, &["--concurrency", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let records = s.out.join("records.jsonl");
+    // Wait for the first eight answers (the provider stalls from the eleventh call on).
+    let mut waited = 0;
+    while lines_now(&records) < 8 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "r2 collect ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        waited += 1;
+        assert!(waited < 3000, "r2 collect made no progress");
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = std::fs::read_to_string(&records).unwrap();
+    assert!(before.ends_with('\n'));
+    // As if the kill had come mid-write.
+    let mut torn = before.clone();
+    torn.push_str("{\"query_id\": \"q6\", \"model\": \"al");
+    std::fs::write(&records, torn).unwrap();
+
+    s.state.slow_after.store(0, Ordering::SeqCst);
+    let out = output(collect(&s, &["--concurrency", "2"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = std::fs::read_to_string(&records).unwrap();
+    assert!(
+        after.starts_with(&before),
+        "records written before the kill were kept"
+    );
+    let all = lines(&records);
+    assert_eq!(all.len(), 36);
+    let keys = keys(&all);
+    let mut unique = keys.clone();
+    unique.dedup();
+    assert_eq!(keys, unique, "one record per (query, model, budget)");
+}
+
+fn lines_now(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.matches('\n').count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_rejected_key_stops_the_run_instead_of_failing_every_call() {
+    let mut s = setup(Judge::Grade);
+    let (addr, seen) = r2_fixtures::start_chat_server(r2_fixtures::ChatReply::Unauthorized);
+    s.provider = format!("http://{addr}/api/v1");
+    let out = output(collect(&s, &["--concurrency", "1"]));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("stopped after 1 of 36 calls (35 not started)"),
+        "{err}"
+    );
+    assert!(err.contains("--llm-api-key"), "{err}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "one rejected call, then no more"
+    );
+    assert_eq!(lines(&s.out.join("failures.jsonl")).len(), 1);
+}

@@ -1,0 +1,607 @@
+//! `r2_router::collect` against loopback OpenAI-protocol servers: a provider whose answers depend
+//! on model and budget, a judge that grades deterministically or answers garbage, and an
+//! embeddings server.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use r2_router::collect::{self, Clients, CollectConfig, CollectError, JudgePrompt, Record};
+use r2_router::r2_core::Budget;
+use r2_router::r2_llm::{ChatRequest, LlmClient, LlmOptions};
+
+/// The test pool: two models, 4-d embeddings.
+const POOL: &str = r#"{
+  "embedding_model": "test/embedder",
+  "embedding_dim": 4,
+  "default_lambda": 0.5,
+  "models": {
+    "alpha": {"openrouter_id": "lab/alpha", "input_price_per_million": 1.0, "output_price_per_million": 10.0},
+    "beta": {"openrouter_id": "lab/beta", "input_price_per_million": 0.5, "output_price_per_million": 2.0}
+  }
+}"#;
+
+/// The provider's answer for a model and budget: its text and completion tokens.
+fn answer_of(model: &str, budget: Option<u64>) -> (String, u64) {
+    let base = if model == "lab/alpha" { 7 } else { 3 };
+    let tokens = match budget {
+        Some(b) => (b / 2).max(1) + base,
+        None => 300 + base,
+    };
+    (format!("answer of {model} in tokens={tokens}"), tokens)
+}
+
+/// The budget a routed request asks for, from its system message.
+fn budget_of(body: &serde_json::Value) -> Option<u64> {
+    let first = &body["messages"][0];
+    if first["role"] != "system" {
+        return None;
+    }
+    let text = first["content"].as_str().unwrap();
+    let rest = text.strip_prefix("You MUST respond in ").unwrap();
+    Some(rest.split(' ').next().unwrap().parse().unwrap())
+}
+
+/// What the judge gives an answer with `tokens=N` in it.
+fn score_of(tokens: u64) -> f64 {
+    tokens as f64 / (tokens as f64 + 100.0)
+}
+
+#[derive(Default)]
+struct ProviderState {
+    /// Generation requests seen.
+    calls: std::sync::atomic::AtomicUsize,
+    /// From this many calls on, answer only after a long wait (0: never).
+    slow_after: std::sync::atomic::AtomicUsize,
+    /// Every request body, in arrival order.
+    bodies: std::sync::Mutex<Vec<serde_json::Value>>,
+}
+
+/// An OpenAI-protocol provider at `http://<addr>/v1` whose answer and token count depend on the
+/// model and the budget.
+fn start_provider() -> (String, std::sync::Arc<ProviderState>) {
+    use std::sync::atomic::Ordering;
+    let state = std::sync::Arc::new(ProviderState::default());
+    let shared = state.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let state = shared.clone();
+            async move {
+                let n = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                state.bodies.lock().unwrap().push(body.clone());
+                let slow = state.slow_after.load(Ordering::SeqCst);
+                if slow > 0 && n > slow {
+                    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+                }
+                let model = body["model"].as_str().unwrap().to_owned();
+                let (text, tokens) = answer_of(&model, budget_of(&body));
+                axum::Json(serde_json::json!({
+                    "id": "gen", "object": "chat.completion", "created": 0, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": tokens, "total_tokens": 20 + tokens},
+                }))
+            }
+        }),
+    );
+    let addr = r2_fixtures::spawn_server(app);
+    (format!("http://{addr}/v1"), state)
+}
+
+/// An OpenAI-protocol judge at `http://<addr>/v1`: `Grade` grades `tokens=N` answers with
+/// [`score_of`], `Garbage` answers prose without a score. Returns the request bodies it saw.
+#[derive(Clone, Copy, PartialEq)]
+enum Judge {
+    Grade,
+    Garbage,
+}
+
+fn start_judge(
+    kind: Judge,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(body.clone());
+                let prompt = body["messages"][0]["content"].as_str().unwrap().to_owned();
+                let content = match kind {
+                    Judge::Garbage => "I think it is quite good, really.".to_owned(),
+                    Judge::Grade => {
+                        let tokens: u64 = prompt
+                            .split("tokens=")
+                            .nth(1)
+                            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0);
+                        serde_json::json!({"score": score_of(tokens), "reason": "ok"}).to_string()
+                    }
+                };
+                axum::Json(serde_json::json!({
+                    "id": "judge", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+                }))
+            }
+        }),
+    );
+    let addr = r2_fixtures::spawn_server(app);
+    (format!("http://{addr}/v1"), seen)
+}
+
+/// Test queries and their 4-d vectors, served by an embeddings server at `http://<addr>`.
+fn queries() -> Vec<(String, String)> {
+    (1..=6)
+        .map(|i| (format!("q{i}"), format!("What is {i} plus {i}?")))
+        .collect()
+}
+
+fn start_embedder() -> String {
+    let table = queries()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, text))| {
+            let x = i as f64;
+            (text, vec![1.0, x, (x * 0.7).sin(), (x * 1.3).cos()])
+        })
+        .collect();
+    let addr = r2_fixtures::start_embeddings_server(table);
+    format!("http://{addr}")
+}
+
+/// The queries as JSONL, `q1` … `q6`, the first with a reference, the last two `test`.
+fn queries_jsonl() -> String {
+    queries()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, text))| {
+            let mut line = serde_json::json!({"id": id, "query": text});
+            if i == 0 {
+                line["reference"] = "2".into();
+            }
+            line["split"] = if i >= 4 { "test" } else { "train" }.into();
+            line.to_string() + "\n"
+        })
+        .collect()
+}
+
+fn pool() -> r2_router::r2_checkpoints::PoolConfig {
+    r2_router::r2_checkpoints::PoolConfig::from_json(POOL, Path::new("pool.json")).unwrap()
+}
+
+fn settings(budgets: Vec<Budget>) -> CollectConfig {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queries.jsonl");
+    std::fs::write(&path, queries_jsonl()).unwrap();
+    CollectConfig {
+        queries: collect::read_queries(&path).unwrap(),
+        pool: pool(),
+        budgets,
+        judge_model: "judge/model".into(),
+        judge_prompt: JudgePrompt::default(),
+        temperature: r2_router::DEFAULT_TEMPERATURE,
+        concurrency: 3,
+        max_spend: None,
+        force: false,
+    }
+}
+
+fn budgets() -> Vec<Budget> {
+    vec![Budget::Tokens(10), Budget::Tokens(100), Budget::Unlimited]
+}
+
+fn client(base: &str) -> LlmClient {
+    LlmClient::new(base, None, LlmOptions::default()).unwrap()
+}
+
+async fn run(
+    config: &CollectConfig,
+    dir: &Path,
+    provider: &str,
+    judge: &str,
+    embed: &str,
+) -> Result<collect::Summary, CollectError> {
+    let options = r2_router::Options {
+        embed_url: Some(embed.to_owned()),
+        ..r2_router::Options::default()
+    };
+    let embedder = r2_router::make_embedder(&options, &config.pool, Some(4))
+        .await
+        .unwrap();
+    let (generation, judge) = (client(provider), client(judge));
+    let mut progress = Vec::new();
+    let summary = collect::collect(
+        config,
+        dir,
+        Clients {
+            generation: &generation,
+            judge: &judge,
+            embedder: Some(embedder.as_ref()),
+        },
+        &mut |p| progress.push(p.finished),
+    )
+    .await?;
+    assert_eq!(progress, (1..=progress.len()).collect::<Vec<_>>());
+    Ok(summary)
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'));
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn queries_are_text_lines_or_jsonl_with_unique_ids() {
+    let text = collect::parse_queries("first\n\n  \nsecond\n", Path::new("q.txt")).unwrap();
+    let ids: Vec<_> = text
+        .iter()
+        .map(|q| (q.id.as_str(), q.query.as_str()))
+        .collect();
+    assert_eq!(ids, [("1", "first"), ("4", "second")]);
+
+    let jsonl = collect::parse_queries(
+        "{\"query\": \"a\", \"reference\": \"r\"}\n{\"id\": 7, \"query\": \"b\", \"split\": \"test\"}\n",
+        Path::new("q.jsonl"),
+    )
+    .unwrap();
+    assert_eq!(jsonl[0].id, "1");
+    assert_eq!(jsonl[0].reference.as_deref(), Some("r"));
+    assert_eq!(jsonl[1].id, "7");
+    assert_eq!(jsonl[1].split.as_deref(), Some("test"));
+
+    let duplicate = collect::parse_queries(
+        "{\"id\": \"x\", \"query\": \"a\"}\n{\"query\": \"b\"}\n{\"id\": \"x\", \"query\": \"c\"}\n",
+        Path::new("q.jsonl"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(duplicate.contains("q.jsonl: line 3"), "{duplicate}");
+    assert!(duplicate.contains("already used on line 1"), "{duplicate}");
+
+    // A text line that collides with an explicit id is impossible (the format is per file), but a
+    // JSONL id equal to another line's number is a duplicate too.
+    let collide = collect::parse_queries(
+        "{\"id\": 2, \"query\": \"a\"}\n{\"query\": \"b\"}\n",
+        Path::new("q.jsonl"),
+    )
+    .unwrap_err();
+    assert!(matches!(
+        collide,
+        CollectError::DuplicateId {
+            first: 1,
+            line: 2,
+            ..
+        }
+    ));
+
+    let bad = collect::parse_queries(
+        "{\"query\": \"a\"}\n{\"qery\": \"b\"}\n",
+        Path::new("q.jsonl"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(bad.starts_with("q.jsonl: line 2"), "{bad}");
+    let split = collect::parse_queries("{\"query\": \"a\", \"split\": \"dev\"}\n", Path::new("q"))
+        .unwrap_err()
+        .to_string();
+    assert!(split.contains("`split` must be"), "{split}");
+    assert!(collect::parse_queries("\n\n", Path::new("q")).is_err());
+}
+
+#[test]
+fn judge_prompts_are_checked_and_rendered() {
+    let default = JudgePrompt::default();
+    let text = default.render("Q?", None, "A.");
+    assert!(text.contains("Q?") && text.contains("A.") && text.contains(collect::NO_REFERENCE));
+    assert!(
+        text.contains("{\"score\""),
+        "the JSON example stays literal: {text}"
+    );
+    assert_eq!(default.sha256().len(), 64);
+
+    let custom = JudgePrompt::new(
+        "Q: {query} R: {reference} A: {response} {\"score\": 1}",
+        "p.txt",
+    )
+    .unwrap();
+    assert_eq!(
+        custom.render("q", Some("r"), "a"),
+        "Q: q R: r A: a {\"score\": 1}"
+    );
+
+    let unknown = JudgePrompt::new("{query} {answer} {response}", "p.txt")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unknown.starts_with("p.txt: unknown placeholder {answer}"),
+        "{unknown}"
+    );
+    let missing = JudgePrompt::new("grade {query}", "p.txt")
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("no {response} placeholder"), "{missing}");
+}
+
+#[test]
+fn scores_are_parsed_from_judge_replies() {
+    assert_eq!(collect::parse_score("{\"score\": 0.5}"), Some(0.5));
+    assert_eq!(
+        collect::parse_score("{\"correctness_score\": 1}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        collect::parse_score("Sure: {\"score\": 0, \"reason\": \"x\"} done"),
+        Some(0.0)
+    );
+    assert_eq!(collect::parse_score("{\"score\": 1.5}"), None);
+    assert_eq!(collect::parse_score("{\"score\": \"high\"}"), None);
+    assert_eq!(collect::parse_score("it is good"), None);
+    assert_eq!(collect::parse_score("{\"reason\": \"no score\"}"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_is_routings_request_graded_and_recorded_once() {
+    let (provider, state) = start_provider();
+    let (judge, judged) = start_judge(Judge::Grade);
+    let embed = start_embedder();
+    let dir = tempfile::tempdir().unwrap();
+    let config = settings(budgets());
+
+    let summary = run(&config, dir.path(), &provider, &judge, &embed)
+        .await
+        .unwrap();
+    assert_eq!(summary.progress.recorded, 6 * 2 * 3);
+    assert_eq!(summary.progress.failed, 0);
+    assert_eq!(summary.generation_calls, 36);
+    assert_eq!(summary.judge_calls, 36);
+
+    // Exactly the requests routing sends.
+    let bodies = state.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 36);
+    let mut expected: Vec<String> = Vec::new();
+    for (_, text) in queries() {
+        for id in ["lab/alpha", "lab/beta"] {
+            for budget in [Some(10), Some(100), None] {
+                let request =
+                    ChatRequest::routed(id, &text, budget, r2_router::DEFAULT_TEMPERATURE);
+                expected.push(serde_json::to_value(&request).unwrap().to_string());
+            }
+        }
+    }
+    let mut seen: Vec<String> = bodies.iter().map(|b| b.to_string()).collect();
+    expected.sort();
+    seen.sort();
+    assert_eq!(seen, expected);
+
+    // The judge was asked for JSON, with the query, the reference and the answer.
+    let judged = judged.lock().unwrap().clone();
+    assert_eq!(judged.len(), 36);
+    assert!(judged
+        .iter()
+        .all(|b| b["response_format"]["type"] == "json_object"));
+    assert!(judged.iter().all(|b| b["model"] == "judge/model"));
+    let first = judged
+        .iter()
+        .map(|b| b["messages"][0]["content"].as_str().unwrap())
+        .find(|p| p.contains("What is 1 plus 1?"))
+        .unwrap();
+    assert!(
+        first.contains("Reference answer (may be absent):\n2\n"),
+        "{first}"
+    );
+
+    let records: Vec<Record> = lines(&dir.path().join(collect::RECORDS_FILE))
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    assert_eq!(records.len(), 36);
+    let keys: HashSet<_> = records
+        .iter()
+        .map(|r| (&r.query_id, &r.model, r.budget))
+        .collect();
+    assert_eq!(keys.len(), 36);
+    for r in &records {
+        let id = if r.model == "alpha" {
+            "lab/alpha"
+        } else {
+            "lab/beta"
+        };
+        let budget = match r.budget {
+            Budget::Tokens(n) => Some(u64::from(n)),
+            Budget::Unlimited => None,
+        };
+        let (text, tokens) = answer_of(id, budget);
+        assert_eq!(r.response, text);
+        assert_eq!(r.output_tokens, tokens);
+        assert_eq!(r.score, score_of(tokens));
+        let (input, output) = if r.model == "alpha" {
+            (1.0, 10.0)
+        } else {
+            (0.5, 2.0)
+        };
+        assert_eq!(
+            r.cost_usd,
+            20.0 * input / 1e6 + tokens as f64 * output / 1e6
+        );
+        let want_split = if r.query_id == "q5" || r.query_id == "q6" {
+            "test"
+        } else {
+            "train"
+        };
+        assert_eq!(r.split.as_deref(), Some(want_split));
+        assert_eq!(r.judge["model"], "judge/model");
+    }
+
+    let embeddings = lines(&dir.path().join(collect::EMBEDDINGS_FILE));
+    assert_eq!(embeddings.len(), 6);
+    assert_eq!(embeddings[0]["query_id"], "q1");
+    assert_eq!(embeddings[0]["embedding"].as_array().unwrap().len(), 4);
+    assert_eq!(embeddings[0]["input_tokens"], 6); // "What is 1 plus 1?": 5 words × 1.3
+
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join(collect::MANIFEST_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["judge_model"], "judge/model");
+    assert_eq!(
+        manifest["budgets"],
+        serde_json::json!([10, 100, "unlimited"])
+    );
+    assert_eq!(manifest["models"][0]["openrouter_id"], "lab/alpha");
+    assert_eq!(
+        manifest["judge_prompt_sha256"],
+        JudgePrompt::default().sha256()
+    );
+
+    // A rerun sends nothing; a torn last line is dropped and its key redone.
+    let records_path = dir.path().join(collect::RECORDS_FILE);
+    let mut text = std::fs::read_to_string(&records_path).unwrap();
+    let last_start = text[..text.len() - 1].rfind('\n').unwrap() + 1;
+    text.truncate(last_start + 20);
+    std::fs::write(&records_path, &text).unwrap();
+    let again = run(&config, dir.path(), &provider, &judge, &embed)
+        .await
+        .unwrap();
+    assert_eq!(again.skipped, 35);
+    assert_eq!(again.progress.recorded, 1);
+    assert_eq!(state.bodies.lock().unwrap().len(), 37);
+    assert_eq!(lines(&records_path).len(), 36);
+    assert_eq!(lines(&dir.path().join(collect::EMBEDDINGS_FILE)).len(), 6);
+    let done = run(&config, dir.path(), &provider, &judge, &embed)
+        .await
+        .unwrap();
+    assert_eq!((done.skipped, done.progress.total), (36, 0));
+
+    // A bad line before the last is an error naming it.
+    let mut broken = std::fs::read_to_string(&records_path).unwrap();
+    broken.insert_str(0, "not json\n");
+    std::fs::write(&records_path, &broken).unwrap();
+    let error = run(&config, dir.path(), &provider, &judge, &embed)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("records.jsonl: line 1"), "{error}");
+    std::fs::write(&records_path, &broken["not json\n".len()..]).unwrap();
+
+    // Other budgets into the same folder: refused unless forced.
+    let other = settings(vec![Budget::Tokens(10), Budget::Unlimited]);
+    let error = run(&other, dir.path(), &provider, &judge, &embed)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, CollectError::ManifestMismatch { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("the budgets differs"), "{error}");
+    let forced = CollectConfig {
+        force: true,
+        ..other
+    };
+    let summary = run(&forced, dir.path(), &provider, &judge, &embed)
+        .await
+        .unwrap();
+    assert_eq!(summary.progress.total, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_judge_without_a_score_is_retried_then_a_failure() {
+    let (provider, _) = start_provider();
+    let (judge, judged) = start_judge(Judge::Garbage);
+    let embed = start_embedder();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = settings(vec![Budget::Tokens(10), Budget::Unlimited]);
+    config.queries.truncate(2);
+    let summary = run(&config, dir.path(), &provider, &judge, &embed)
+        .await
+        .unwrap();
+    assert_eq!(summary.progress.recorded, 0);
+    assert_eq!(summary.progress.failed, 8);
+    assert_eq!(
+        judged.lock().unwrap().len(),
+        8 * (1 + collect::JUDGE_RETRIES as usize)
+    );
+    assert!(
+        summary.progress.spend_usd > 0.0,
+        "the answers were paid for"
+    );
+    let failures = lines(&dir.path().join(collect::FAILURES_FILE));
+    assert_eq!(failures.len(), 8);
+    assert_eq!(failures[0]["stage"], "judge");
+    let error = failures[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("after 3 judge calls") && error.contains("no JSON object with a `score`"),
+        "{error}"
+    );
+    assert!(failures[0]["response"]
+        .as_str()
+        .unwrap()
+        .starts_with("answer of"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(collect::RECORDS_FILE)).unwrap(),
+        ""
+    );
+    // The next run retries every failure; the failures file then reports that run's.
+    let (good_judge, _) = start_judge(Judge::Grade);
+    let retried = run(&config, dir.path(), &provider, &good_judge, &embed)
+        .await
+        .unwrap();
+    assert_eq!((retried.skipped, retried.progress.recorded), (0, 8));
+    assert!(lines(&dir.path().join(collect::FAILURES_FILE)).is_empty());
+    assert_eq!(lines(&dir.path().join(collect::RECORDS_FILE)).len(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spend_cap_stops_starting_calls() {
+    let (provider, state) = start_provider();
+    let (judge, _) = start_judge(Judge::Grade);
+    let embed = start_embedder();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = settings(budgets());
+    config.concurrency = 1;
+    config.max_spend = Some(1e-9);
+    let summary = run(&config, dir.path(), &provider, &judge, &embed)
+        .await
+        .unwrap();
+    assert!(summary.stopped_by_spend);
+    assert_eq!(summary.progress.recorded, 1);
+    assert_eq!(summary.not_started, 35);
+    assert_eq!(state.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn the_estimate_counts_calls_and_assumes_unlimited_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = settings(budgets());
+    config.queries.truncate(1);
+    let estimate = collect::estimate(&config, dir.path()).unwrap();
+    assert_eq!(
+        (estimate.generations, estimate.judge_calls, estimate.done),
+        (6, 6, 0)
+    );
+    // "What is 1 plus 1?" is 6 input tokens; limited budgets add 20 for the budget prompt.
+    let alpha =
+        (26.0 * 1.0 + 10.0 * 10.0) + (26.0 * 1.0 + 100.0 * 10.0) + (6.0 * 1.0 + 500.0 * 10.0);
+    let beta = (26.0 * 0.5 + 10.0 * 2.0) + (26.0 * 0.5 + 100.0 * 2.0) + (6.0 * 0.5 + 500.0 * 2.0);
+    assert!((estimate.generation_usd - (alpha + beta) / 1e6).abs() < 1e-15);
+    assert_eq!(estimate.judge_usd, None, "the judge is not a pool model");
+    config.judge_model = "lab/beta".into();
+    assert!(
+        collect::estimate(&config, dir.path())
+            .unwrap()
+            .judge_usd
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        !dir.path().join(collect::MANIFEST_FILE).exists(),
+        "an estimate writes nothing"
+    );
+}
