@@ -10,7 +10,8 @@ use serde::Deserialize;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputLine {
-    #[serde(default)]
+    /// Echoed in the decision; `query_id` (as `r2 collect` and `r2 train` data name it) works too.
+    #[serde(default, alias = "query_id")]
     pub id: Option<serde_json::Value>,
     #[serde(default)]
     pub query: Option<String>,

@@ -292,6 +292,62 @@ fn collected_data_trains_a_router() {
     assert!(train.status.success(), "r2 train: {}", stderr(&train));
     assert!(router.join("router.safetensors").exists());
 
+    // The whole loop: the trained router evaluated on the collected test queries (q5, q6) and
+    // routing the collected embeddings.
+    let r2_with = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_r2"));
+        cmd.env_remove("R2_CONFIG")
+            .env_remove("R2_CHECKPOINTS")
+            .args(args)
+            .arg("--config")
+            .arg(&s.pool)
+            .arg("--checkpoints")
+            .arg(&router);
+        output(cmd)
+    };
+    let records_path = s.out.join("records.jsonl");
+    let embeddings_path = s.out.join("embeddings.jsonl");
+    let (records_arg, embeddings_arg) = (
+        records_path.to_str().unwrap(),
+        embeddings_path.to_str().unwrap(),
+    );
+    let eval = r2_with(&[
+        "eval",
+        "--json",
+        "--lambdas",
+        "0,0.5,1",
+        "--data",
+        records_arg,
+        "--embeddings",
+        embeddings_arg,
+    ]);
+    assert!(eval.status.success(), "r2 eval: {}", stderr(&eval));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&eval)).unwrap();
+    let text = report.to_string();
+    assert!(
+        text.contains("paper_audc") && text.contains("oracle_unlimited"),
+        "{text}"
+    );
+    let routed = r2_with(&["route", "--json", "--embeddings", embeddings_arg]);
+    assert!(routed.status.success(), "r2 route: {}", stderr(&routed));
+    let decisions: Vec<serde_json::Value> = stdout(&routed)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(decisions.len(), 6);
+    let mut ids: Vec<&str> = decisions
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["q1", "q2", "q3", "q4", "q5", "q6"]);
+    for d in &decisions {
+        assert!(
+            ["alpha", "beta"].contains(&d["model"].as_str().unwrap()),
+            "{d}"
+        );
+    }
+
     // A second run has nothing left to do.
     let again = output(collect(&s, &[]));
     assert!(again.status.success(), "{}", stderr(&again));
