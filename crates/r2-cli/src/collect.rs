@@ -171,10 +171,19 @@ pub fn run(args: CollectArgs) -> Result<()> {
         .map_err(crate::load::with_hint)
         .context("setting up the embedder")?;
 
+    let started = std::time::Instant::now();
     let mut on_progress = |p: &Progress| {
         if terminal {
+            // The time left at the pace so far.
+            let elapsed = started.elapsed().as_secs_f64();
+            let left = p.total.saturating_sub(p.finished) as f64;
+            let eta = if p.finished > 0 {
+                format!(", ETA {:.0} s", elapsed / p.finished as f64 * left)
+            } else {
+                String::new()
+            };
             eprint!(
-                "\rcollected {}/{} (spend ${:.4}, {} failed)",
+                "\rcollected {}/{} (spend ${:.4}, {} failed{eta})  ",
                 p.finished, p.total, p.spend_usd, p.failed
             );
             let _ = std::io::stderr().flush();

@@ -605,3 +605,139 @@ fn the_estimate_counts_calls_and_assumes_unlimited_lengths() {
         "an estimate writes nothing"
     );
 }
+
+/// A provider that fails the first request of every key, with 429 (`Retry-After: 0`) or 500 in
+/// turn, and answers its retry as [`start_provider`] does: bursts the chat client's retry policy
+/// must absorb.
+fn start_flaky_provider() -> (String, std::sync::Arc<ProviderState>) {
+    use axum::response::IntoResponse;
+    use std::sync::atomic::Ordering;
+    let state = std::sync::Arc::new(ProviderState::default());
+    let shared = state.clone();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let state = shared.clone();
+            let seen = seen.clone();
+            async move {
+                let n = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                let first_time = seen.lock().unwrap().insert(body.to_string());
+                if first_time && n % 2 == 0 {
+                    let error = serde_json::json!({"error": {"message": "slow down", "code": 429}});
+                    return (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "0")],
+                        axum::Json(error),
+                    )
+                        .into_response();
+                }
+                if first_time {
+                    let error = serde_json::json!({"error": {"message": "overloaded", "code": 500}});
+                    return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(error))
+                        .into_response();
+                }
+                state.bodies.lock().unwrap().push(body.clone());
+                let model = body["model"].as_str().unwrap().to_owned();
+                let (text, tokens) = answer_of(&model, budget_of(&body));
+                axum::Json(serde_json::json!({
+                    "id": "gen", "object": "chat.completion", "created": 0, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": tokens, "total_tokens": 20 + tokens},
+                }))
+                .into_response()
+            }
+        }),
+    );
+    let addr = r2_fixtures::spawn_server(app);
+    (format!("http://{addr}/v1"), state)
+}
+
+/// [`run`] with a generation client of these options.
+async fn run_with(
+    config: &CollectConfig,
+    dir: &Path,
+    provider: &str,
+    options: LlmOptions,
+    judge: &str,
+    embed: &str,
+) -> Result<collect::Summary, CollectError> {
+    let embed_options = r2_router::Options {
+        embed_url: Some(embed.to_owned()),
+        ..r2_router::Options::default()
+    };
+    let embedder = r2_router::make_embedder(&embed_options, &config.pool, Some(4))
+        .await
+        .unwrap();
+    let generation = LlmClient::new(provider, None, options).unwrap();
+    let judge = client(judge);
+    collect::collect(
+        config,
+        dir,
+        Clients {
+            generation: &generation,
+            judge: &judge,
+            embedder: Some(embedder.as_ref()),
+        },
+        &mut |_| {},
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_429_and_500_are_retried_and_every_answer_is_recorded() {
+    let (provider, state) = start_flaky_provider();
+    let (judge, _) = start_judge(Judge::Grade);
+    let embed = start_embedder();
+    let dir = tempfile::tempdir().unwrap();
+    let config = settings(budgets());
+    let options = LlmOptions {
+        initial_backoff: std::time::Duration::from_millis(1),
+        max_retries: 5,
+        ..LlmOptions::default()
+    };
+    let summary = run_with(&config, dir.path(), &provider, options, &judge, &embed)
+        .await
+        .unwrap();
+    assert_eq!(summary.progress.recorded, 36);
+    assert_eq!(summary.progress.failed, 0);
+    let records = lines(&dir.path().join("records.jsonl"));
+    assert_eq!(records.len(), 36);
+    // Every key failed once, then was answered once.
+    assert_eq!(state.bodies.lock().unwrap().len(), 36);
+    assert_eq!(state.calls.load(std::sync::atomic::Ordering::SeqCst), 72);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_provider_call_times_out_into_a_failure_and_the_run_ends() {
+    let (provider, state) = start_provider();
+    // The first 4 calls answer; the rest hang for minutes.
+    state
+        .slow_after
+        .store(4, std::sync::atomic::Ordering::SeqCst);
+    let (judge, _) = start_judge(Judge::Grade);
+    let embed = start_embedder();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = settings(vec![Budget::Tokens(10)]);
+    config.concurrency = 4;
+    let options = LlmOptions {
+        timeout: std::time::Duration::from_millis(300),
+        max_retries: 0,
+        ..LlmOptions::default()
+    };
+    let summary = run_with(&config, dir.path(), &provider, options, &judge, &embed)
+        .await
+        .unwrap();
+    // 6 queries × 2 models × 1 budget = 12 keys: 4 answered, the others timed out.
+    assert_eq!(summary.progress.recorded + summary.progress.failed, 12);
+    assert_eq!(summary.progress.recorded, 4);
+    let failures = lines(&dir.path().join("failures.jsonl"));
+    assert_eq!(failures.len(), 8);
+    assert!(
+        failures
+            .iter()
+            .all(|f| f["error"].as_str().unwrap().contains("longer than")
+                || f["error"].as_str().unwrap().contains("time")),
+        "{failures:?}"
+    );
+}
