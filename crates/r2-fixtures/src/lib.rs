@@ -4,6 +4,7 @@
 //! folder `shared/` (upstream checkpoints, golden decisions, the tiny Qwen3 fixture) and nothing else;
 //! it never copies that data into the repository.
 
+pub mod collect;
 pub mod hub;
 
 use std::path::{Path, PathBuf};
