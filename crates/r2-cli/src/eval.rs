@@ -16,19 +16,8 @@ pub struct EvalArgs {
     #[command(flatten)]
     router: crate::RouterArgs,
 
-    /// λ values to route with, comma-separated, each in [0, 1] [default: a grid of
-    /// --lambda-points values spanning the whole cost range]
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_name = "L1,L2",
-        conflicts_with = "lambda_points"
-    )]
-    lambdas: Vec<f64>,
-
-    /// Size of the default λ grid: 0, 1 and log-spaced trade-offs in between
-    #[arg(long, default_value_t = r2_train::eval::DEFAULT_LAMBDA_POINTS, value_name = "N")]
-    lambda_points: usize,
+    #[command(flatten)]
+    grid: LambdaArgs,
 
     /// Also evaluate the router with K budgets interpolated between each pair of adjacent
     /// anchor budgets (predicted and true labels interpolated linearly)
@@ -103,8 +92,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         &router,
         &data,
         &EvalOptions {
-            lambdas: (!args.lambdas.is_empty()).then(|| args.lambdas.clone()),
-            lambda_points: args.lambda_points,
+            lambdas: args.grid.lambdas(),
+            lambda_points: args.grid.lambda_points,
             interpolate: args.interpolate,
             threads,
             qnc_target: args.qnc_target,
@@ -126,4 +115,29 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// The λ grid of `r2 eval` and `r2 experiment`.
+#[derive(Args, Debug, Clone)]
+pub struct LambdaArgs {
+    /// λ values to route with, comma-separated, each in [0, 1] [default: a grid of
+    /// --lambda-points values spanning the whole cost range]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "L1,L2",
+        conflicts_with = "lambda_points"
+    )]
+    pub lambdas: Vec<f64>,
+
+    /// Size of the default λ grid: 0, 1 and log-spaced trade-offs in between
+    #[arg(long, default_value_t = r2_train::eval::DEFAULT_LAMBDA_POINTS, value_name = "N")]
+    pub lambda_points: usize,
+}
+
+impl LambdaArgs {
+    /// The explicit λ values, if any.
+    pub fn lambdas(&self) -> Option<Vec<f64>> {
+        (!self.lambdas.is_empty()).then(|| self.lambdas.clone())
+    }
 }

@@ -52,19 +52,8 @@ pub struct ExperimentArgs {
     #[arg(long, default_value_t = r2_train::eval::DEFAULT_QNC_TARGET, value_name = "T")]
     qnc_target: f64,
 
-    /// λ values to route with, comma-separated, each in [0, 1] [default: a grid of
-    /// --lambda-points values spanning each run's cost range]
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_name = "L1,L2",
-        conflicts_with = "lambda_points"
-    )]
-    lambdas: Vec<f64>,
-
-    /// Size of the default λ grid
-    #[arg(long, default_value_t = r2_train::eval::DEFAULT_LAMBDA_POINTS, value_name = "N")]
-    lambda_points: usize,
+    #[command(flatten)]
+    grid: crate::eval::LambdaArgs,
 
     /// Print the per-seed numbers and the summary as JSON
     #[arg(long)]
@@ -153,8 +142,8 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
             test_fraction: args.test_fraction,
             alpha: args.alpha,
             eval: EvalOptions {
-                lambdas: (!args.lambdas.is_empty()).then(|| args.lambdas.clone()),
-                lambda_points: args.lambda_points,
+                lambdas: args.grid.lambdas(),
+                lambda_points: args.grid.lambda_points,
                 interpolate: args.interpolate,
                 threads,
                 qnc_target: args.qnc_target,
