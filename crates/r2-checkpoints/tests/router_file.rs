@@ -1632,24 +1632,11 @@ fn upstream_pool_config_keeps_the_upstream_model_order() {
 // 7. Converting a damaged upstream folder
 // ---------------------------------------------------------------------------------------------
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A private copy of the upstream folder (never write inside `shared/`).
 fn upstream_copy() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path().join("upstream");
-    copy_dir(&r2_fixtures::upstream_dir(), &copy);
+    r2_fixtures::copy_dir(&r2_fixtures::upstream_dir(), &copy);
     (tmp, copy)
 }
 

@@ -23,29 +23,11 @@ const UNLIMITED_TOKENS: &str = "unlimited_token_predictor.joblib";
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-            // shared/ is read-only; the copy must be writable.
-            let mut perms = std::fs::metadata(&target).unwrap().permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perms.set_readonly(false);
-            std::fs::set_permissions(&target, perms).unwrap();
-        }
-    }
-}
-
 /// A private, writable copy of the upstream folder (with its SHA256SUMS and release config.json).
 fn upstream_copy() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path().join("upstream");
-    copy_dir(&r2_fixtures::upstream_dir(), &copy);
+    r2_fixtures::copy_dir(&r2_fixtures::upstream_dir(), &copy);
     (tmp, copy)
 }
 

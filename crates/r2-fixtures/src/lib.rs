@@ -39,6 +39,26 @@ pub fn shared_dir() -> PathBuf {
     dir
 }
 
+/// Copies the folder `from` (recursively) to `to`, every file writable (`shared/` is read-only),
+/// for tests that damage or extend a copy.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+            // shared/ is read-only; the copy must be writable.
+            let mut perms = std::fs::metadata(&target).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&target, perms).unwrap();
+        }
+    }
+}
+
 /// `shared/upstream-r2-router`: upstream `config.json`, `checkpoints/` and `SHA256SUMS`.
 pub fn upstream_dir() -> PathBuf {
     shared_dir().join("upstream-r2-router")

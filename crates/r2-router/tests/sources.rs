@@ -86,7 +86,7 @@ fn an_upstream_folder_loads_in_memory_with_its_own_pool() {
     set_hub_env(&closed_endpoint(), hf_home.path(), true);
     // A copy, so the test can see that nothing is written next to the user's files.
     let copy = tempfile::tempdir().unwrap();
-    copy_dir(&r2_fixtures::upstream_dir(), copy.path());
+    r2_fixtures::copy_dir(&r2_fixtures::upstream_dir(), copy.path());
     let before = list(copy.path());
     let loaded = load(Options {
         checkpoints: Some(copy.path().to_path_buf()),
@@ -281,19 +281,6 @@ fn convert_writes_a_router_and_its_pool_that_load_like_the_source() {
             ))
             .unwrap_err();
         assert!(matches!(err, Error::AlreadyConverted { .. }), "{err:?}");
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 
