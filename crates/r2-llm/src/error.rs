@@ -364,6 +364,29 @@ fn wait_note(retry_after: Option<Duration>) -> String {
     }
 }
 
+/// Whether a provider's 400 message says the model (not the request) is the problem: OpenRouter's
+/// "is not a valid model ID", "No endpoints found", an unknown or unavailable model.
+fn model_unavailable(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    if message.contains("context") || message.contains("too long") || message.contains("maximum") {
+        return false;
+    }
+    message.contains("model")
+        && [
+            "not a valid model",
+            "no endpoints",
+            "not found",
+            "unknown",
+            "unavailable",
+            "not available",
+            "does not exist",
+            "not supported",
+            "deprecated",
+        ]
+        .iter()
+        .any(|phrase| message.contains(phrase))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,27 +453,4 @@ mod tests {
             "the provider answered HTTP 503, after 4 attempts: overloaded"
         );
     }
-}
-
-/// Whether a provider's 400 message says the model (not the request) is the problem: OpenRouter's
-/// "is not a valid model ID", "No endpoints found", an unknown or unavailable model.
-fn model_unavailable(message: &str) -> bool {
-    let message = message.to_ascii_lowercase();
-    if message.contains("context") || message.contains("too long") || message.contains("maximum") {
-        return false;
-    }
-    message.contains("model")
-        && [
-            "not a valid model",
-            "no endpoints",
-            "not found",
-            "unknown",
-            "unavailable",
-            "not available",
-            "does not exist",
-            "not supported",
-            "deprecated",
-        ]
-        .iter()
-        .any(|phrase| message.contains(phrase))
 }

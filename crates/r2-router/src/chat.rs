@@ -127,13 +127,13 @@ impl Default for FallbackPolicy {
 /// option in the ranked list, up to `fallbacks` of them (fewer when the list is not ranked or
 /// has fewer models).
 pub fn fallback_chain(decision: &Decision, fallbacks: usize) -> Vec<RouteOption> {
-    let mut chain = vec![decision.choice.clone()];
+    let mut chain = vec![decision.choice];
     for option in &decision.ranked {
         if chain.len() > fallbacks {
             break;
         }
         if chain.iter().all(|tried| tried.model != option.model) {
-            chain.push(option.clone());
+            chain.push(*option);
         }
     }
     chain
@@ -224,7 +224,7 @@ impl R2Router {
             let model = self.model_name(option.model).to_owned();
             let attempt_started = Instant::now();
             let left = policy.deadline.saturating_sub(started.elapsed());
-            let outcome = match tokio::time::timeout(left, call(option.clone(), state)).await {
+            let outcome = match tokio::time::timeout(left, call(*option, state)).await {
                 Ok((outcome, back)) => {
                     state = back;
                     outcome
@@ -254,7 +254,7 @@ impl R2Router {
                     });
                     return Ok(Fallen {
                         value,
-                        option: option.clone(),
+                        option: *option,
                         attempts,
                     });
                 }
@@ -288,7 +288,7 @@ impl R2Router {
 
     /// The pool model spend is compared against: `name` (a pool name or provider id), else the
     /// available model with the highest output price (then input price; the first in pool
-    /// order on a tie).
+    /// order on a tie), or the dearest of all when none is marked available.
     pub fn reference_model(&self, name: Option<&str>) -> Result<usize> {
         if let Some(name) = name {
             return self
@@ -309,21 +309,26 @@ impl R2Router {
                     })
                 });
         }
-        let mut best: Option<(usize, f64, f64)> = None;
-        for i in 0..self.router().models().len() {
-            let entry = self.pool_model(i);
-            if !entry.available {
-                continue;
+        let dearest = |only_available: bool| {
+            let mut best: Option<(usize, f64, f64)> = None;
+            for i in 0..self.router().models().len() {
+                let entry = self.pool_model(i);
+                if only_available && !entry.available {
+                    continue;
+                }
+                let key = (
+                    entry.output_price_per_million,
+                    entry.input_price_per_million,
+                );
+                if best.is_none_or(|(_, o, p)| key > (o, p)) {
+                    best = Some((i, key.0, key.1));
+                }
             }
-            let key = (
-                entry.output_price_per_million,
-                entry.input_price_per_million,
-            );
-            if best.is_none_or(|(_, o, p)| key > (o, p)) {
-                best = Some((i, key.0, key.1));
-            }
-        }
-        best.map(|(i, _, _)| i).ok_or(Error::NothingAvailable)
+            best.map(|(i, _, _)| i)
+        };
+        dearest(true)
+            .or_else(|| dearest(false))
+            .ok_or(Error::NothingAvailable)
     }
 
     /// What a query would have cost on model `model` without a budget: its input tokens at the
