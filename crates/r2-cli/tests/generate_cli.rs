@@ -321,7 +321,7 @@ fn a_failing_choice_falls_back_to_the_next_best_model() {
     let seen = seen.lock().unwrap();
     let (last, before) = seen.split_last().unwrap();
     assert_eq!(last.body["model"], answered);
-    assert!(before.len() >= 1 && before.iter().all(|s| s.body["model"] == chosen.as_str()));
+    assert!(!before.is_empty() && before.iter().all(|s| s.body["model"] == chosen.as_str()));
 
     // --fallbacks 0: the failure is the answer.
     let (chat, _) = r2_fixtures::start_chat_server_with(
