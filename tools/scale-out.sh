@@ -20,6 +20,7 @@ export R2_SCALE_CONVERSATIONS=${1:-80}
 export R2_SCALE_CLIENTS=${2:-8}
 export R2_SCALE_OUT_DIR=${R2_SCALE_OUT_DIR:-$PWD/target/scale-out}
 export R2_REQUIRE_TOOLS=1
+export RUST_BACKTRACE=0
 mkdir -p "$R2_SCALE_OUT_DIR"
 
 profile=()
@@ -27,7 +28,8 @@ profile=()
 start=$(date +%s.%N)
 set +e
 cargo test -q "${profile[@]}" -p r2-cli --test scale_out -- --nocapture 2>&1 |
-  tee "$R2_SCALE_OUT_DIR/report.txt" | grep -E '^(scale-out:|  |test result|thread|---- )'
+  tee "$R2_SCALE_OUT_DIR/report.txt" |
+  awk '/^(scale-out:|  failed:|test result)/ {print} /panicked at/ {print; shown = 3; next} shown > 0 {print; shown--}'
 status=${PIPESTATUS[0]}
 set -e
 end=$(date +%s.%N)

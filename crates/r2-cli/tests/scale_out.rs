@@ -66,7 +66,7 @@ defaults
     timeout connect 500ms
     timeout client 30s
     timeout server 30s
-    timeout check 1s
+    timeout check 2s
     # A request that could not be delivered is tried again up to 3 times, each time on another
     # server (redispatch on every retry; no turn-around delay when the server changes):
     # conn-failure covers a replica that stopped listening (drain) or died; empty-response covers
