@@ -544,14 +544,15 @@ fn replicas_behind_haproxy_drain_on_sigterm_survive_sigkill_and_keep_conversatio
     wait_until("a request in flight on the drained replica", limit, || {
         provider.in_flight(DRAINED) >= 1
     });
+    // Held, so these are answered only after the replica has the signal.
+    let in_flight_at_sigterm = provider.in_flight(DRAINED);
     let drained = &replicas[DRAINED];
-    sigterm(drained.process.id());
     let sigterm_at = Instant::now();
+    sigterm(drained.process.id());
     drained
         .log
         .wait_for(limit, |l| l.contains("r2 serve: shutting down"))
         .expect("the drained replica logs its shutdown");
-    let in_flight_at_sigterm = provider.in_flight(DRAINED);
     provider.release(DRAINED);
 
     // SIGKILL with requests in flight on another replica.
