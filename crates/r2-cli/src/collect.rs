@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use r2_router::collect::{self, Clients, CollectConfig, JudgePrompt, Progress};
 use r2_router::r2_core::Budget;
-use r2_router::r2_llm::{ApiKey, LlmClient, LlmOptions};
+use r2_router::r2_llm::{ApiKey, LlmClient, LlmOptions, Prices};
 
 use crate::text::{self, EmbedderArgs};
 
@@ -49,6 +49,12 @@ pub struct CollectArgs {
     #[arg(long, value_name = "KEY")]
     judge_api_key: Option<String>,
 
+    /// The judge's prices in USD per million input and output tokens, so its calls count towards
+    /// the spend, --max-spend and the dry run's estimate [default: its pool prices when the judge
+    /// is a pool model, else unknown and not counted]
+    #[arg(long, value_delimiter = ',', value_name = "INPUT,OUTPUT")]
+    judge_prices: Vec<f64>,
+
     /// Grading prompt template with {query}, {reference} and {response} placeholders [default:
     /// r2's prompt, asking for {"score": 0..1}]
     #[arg(long, value_name = "FILE")]
@@ -63,7 +69,8 @@ pub struct CollectArgs {
     #[arg(long, default_value_t = collect::DEFAULT_CONCURRENCY, value_name = "N")]
     concurrency: usize,
 
-    /// Stop starting calls once the answers cost this much (USD) in this run; exits non-zero
+    /// Stop starting calls once this run's answers (and judge calls, when their prices are known)
+    /// cost this much (USD); exits non-zero
     #[arg(long, value_name = "USD")]
     max_spend: Option<f64>,
 
@@ -119,6 +126,22 @@ pub fn run(args: CollectArgs) -> Result<()> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
+    let judge_prices = match args.judge_prices[..] {
+        [] => collect::judge_prices(&pool, &args.judge_model),
+        [input, output] => {
+            if ![input, output].iter().all(|p| p.is_finite() && *p >= 0.0) {
+                bail!(
+                    "--judge-prices must be two finite USD prices per million tokens ≥ 0 \
+                     (input,output), got {input},{output}"
+                );
+            }
+            Some(Prices {
+                input_per_million: input,
+                output_per_million: output,
+            })
+        }
+        _ => bail!("--judge-prices takes two prices, input and output (e.g. 0.15,0.6)"),
+    };
     let config = CollectConfig {
         queries,
         pool,
@@ -128,6 +151,7 @@ pub fn run(args: CollectArgs) -> Result<()> {
         temperature: args.temperature,
         concurrency: args.concurrency,
         max_spend: args.max_spend,
+        judge_prices,
         force: args.force,
     };
 
@@ -209,14 +233,20 @@ pub fn run(args: CollectArgs) -> Result<()> {
     let p = &summary.progress;
     writeln!(
         out,
-        "{} recorded, {} failed, {} already done; {} generation and {} judge calls; answers cost \
-         ${:.6}",
+        "{} recorded, {} failed, {} already done; {} generation and {} judge calls; spent ${:.6} \
+         (answers ${:.6}, judge {})",
         p.recorded,
         p.failed,
         summary.skipped,
         summary.generation_calls,
         summary.judge_calls,
-        p.spend_usd
+        p.spend_usd,
+        p.spend_usd - p.judge_spend_usd,
+        if config.judge_prices.is_some() {
+            format!("${:.6}", p.judge_spend_usd)
+        } else {
+            "not counted: its prices are unknown (--judge-prices)".to_owned()
+        }
     )?;
     for (model, n, mean) in &summary.per_model {
         if *n > 0 {
@@ -226,7 +256,9 @@ pub fn run(args: CollectArgs) -> Result<()> {
     drop(out);
     if let Some(error) = &summary.halted {
         bail!(
-            "stopped after {} of {} calls ({} not started), since every further call would fail              the same way: {error}; fix it (--llm-api-key, --judge-api-key, $OPENROUTER_API_KEY,              the API bases) and rerun to continue",
+            "stopped after {} of {} calls ({} not started), since every further call would fail \
+             the same way: {error}; fix it (--llm-api-key, --judge-api-key, $OPENROUTER_API_KEY, \
+             the API bases) and rerun to continue",
             p.finished,
             p.total,
             summary.not_started
@@ -259,14 +291,22 @@ fn dry_run(config: &CollectConfig, args: &CollectArgs) -> Result<()> {
     writeln!(
         out,
         "{} queries × {} models × {} budgets: {} generation calls and {} judge calls to make ({} \
-         already done in {})",
+         already done in {}{})",
         config.queries.len(),
         config.pool.models.len(),
         config.budgets.len(),
         estimate.generations,
         estimate.judge_calls,
         estimate.done,
-        args.out.display()
+        args.out.display(),
+        if estimate.regrades > 0 {
+            format!(
+                "; {} answered earlier and only to be graded",
+                estimate.regrades
+            )
+        } else {
+            String::new()
+        }
     )?;
     writeln!(
         out,
@@ -278,14 +318,14 @@ fn dry_run(config: &CollectConfig, args: &CollectArgs) -> Result<()> {
     match estimate.judge_usd {
         Some(usd) => writeln!(
             out,
-            "estimated cost of the judge: ${usd:.6} (its pool prices; {} output tokens a reply, \
-             judge retries not counted)",
+            "estimated cost of the judge: ${usd:.6} ({} output tokens a reply, judge retries not \
+             counted)",
             collect::ASSUMED_JUDGE_REPLY_TOKENS
         )?,
         None => writeln!(
             out,
-            "estimated cost of the judge: unknown ({} is not a pool model, so its prices are \
-             not known)",
+            "estimated cost of the judge: unknown ({} is not a pool model; give its prices with \
+             --judge-prices INPUT,OUTPUT)",
             config.judge_model
         )?,
     }

@@ -15,6 +15,7 @@ pub struct Generate<'a> {
     pub runtime: &'a tokio::runtime::Runtime,
     pub stream: bool,
     pub temperature: f64,
+    pub policy: r2_router::FallbackPolicy,
 }
 
 /// One query as it was read: where (for messages), its echoed id and its text.
@@ -122,9 +123,9 @@ impl<'a, W: Write> Printer<'a, W> {
     }
 
     fn generate_and_print(&mut self, item: &Item, decision: &Decision) -> Result<()> {
-        let (runtime, stream, temperature) = {
+        let (runtime, stream, temperature, policy) = {
             let g = self.generate.as_ref().expect("only called when generating");
-            (g.runtime, g.stream, g.temperature)
+            (g.runtime, g.stream, g.temperature, g.policy)
         };
         let query = item.query.unwrap_or_default();
         let choice = &decision.choice;
@@ -151,17 +152,17 @@ impl<'a, W: Write> Printer<'a, W> {
         };
         let on_delta: Option<&mut (dyn FnMut(&str) + Send)> =
             if streaming { Some(&mut on_delta) } else { None };
-        let generated = runtime.block_on(self.r2.generate(
+        let generated = runtime.block_on(self.r2.generate_with_fallback(
             query,
-            choice.model,
-            choice.budget,
+            decision.clone(),
             temperature,
+            policy,
             on_delta,
         ));
         if let Some(e) = write_error {
             return Err(e.into());
         }
-        let generation = generated.map_err(crate::load::with_hint).with_context(|| {
+        let answer = generated.map_err(crate::load::with_hint).with_context(|| {
             format!(
                 "{}: line {}: generating with {} (budget {})",
                 self.label,
@@ -170,13 +171,34 @@ impl<'a, W: Write> Printer<'a, W> {
                 choice.budget
             )
         })?;
+        if answer.attempts.len() > 1 {
+            let failed: Vec<String> = answer.attempts[..answer.attempts.len() - 1]
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} (budget {}): {}",
+                        a.model,
+                        a.budget,
+                        a.error.as_deref().unwrap_or_default()
+                    )
+                })
+                .collect();
+            tracing::warn!(
+                "{}: line {}: answered by {} (budget {}) after {}",
+                self.label,
+                item.line,
+                self.report.model_name(answer.answered.model),
+                answer.answered.budget,
+                failed.join("; ")
+            );
+        }
         if self.json {
-            let json = self.report.generation(decision, query, &generation);
+            let json = self.report.generation(&answer, query);
             writeln!(self.out, "{}", python_json(&json))?;
         } else if streaming {
             writeln!(self.out)?;
         } else {
-            writeln!(self.out, "{}", generation.text)?;
+            writeln!(self.out, "{}", answer.generation.text)?;
         }
         self.out.flush()?;
         Ok(())

@@ -95,7 +95,8 @@ pub fn run(args: RouteArgs) -> Result<()> {
             models: (!args.models.is_empty()).then(|| args.models.clone()),
             max_cost: args.max_cost,
             all_models: args.llm.all_models,
-            ranked: args.verbose,
+            // Generating needs the ranked list for fallbacks.
+            ranked: args.verbose || (r2.can_generate() && args.llm.fallbacks > 0),
             interpolate: args.interpolate,
             input_tokens: args.input_tokens,
         })
@@ -112,6 +113,7 @@ pub fn run(args: RouteArgs) -> Result<()> {
         runtime: &runtime,
         stream: args.llm.stream,
         temperature: args.llm.temperature,
+        policy: args.llm.policy()?,
     });
     match &args.embeddings {
         Some(path) => route_embeddings(path, &r2, &plan, &mut printer),

@@ -85,6 +85,31 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = r2_serve::DEFAULT_DRAIN_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
     drain_timeout: f64,
 
+    /// Which user message a conversation is routed on: `first` (every turn of a conversation on
+    /// the same model and budget, on any replica) or `last`; a request's `r2.route_on` overrides
+    #[arg(long, default_value = "first", value_name = "first|last")]
+    route_on: r2_router::RouteOn,
+
+    /// Other models tried, next-best first along the ranked options, when the chosen one's call
+    /// fails in a way another model may fix (connection, timeout, 5xx, 429, unknown or
+    /// unavailable model); 0: none
+    #[arg(long, default_value_t = r2_router::chat::DEFAULT_FALLBACKS, value_name = "N")]
+    fallbacks: usize,
+
+    /// Seconds all attempts of one request (the choice and its fallbacks) may take together;
+    /// past it the client gets 504
+    #[arg(long, default_value_t = r2_router::chat::DEFAULT_DEADLINE.as_secs_f64(), value_name = "SECS")]
+    deadline: f64,
+
+    /// The pool model savings are measured against (r2_reference_spend_usd_total, /v1/r2/stats)
+    /// [default: the available model with the highest output price]
+    #[arg(long, value_name = "MODEL")]
+    reference_model: Option<String>,
+
+    /// Put the routed text in the access log (it never is by default)
+    #[arg(long)]
+    log_prompts: bool,
+
     /// Seconds allowed for the provider's answer (for a stream: for its headers, then for each
     /// next piece); past it the client gets 504
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
@@ -159,6 +184,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         idle_timeout,
         send_timeout,
         drain_timeout,
+        route_on: args.route_on,
+        fallback: text::deadline_policy(args.fallbacks, args.deadline)?,
+        reference_model: args.reference_model.clone(),
+        log_prompts: args.log_prompts,
     };
     let runtime = text::runtime()?;
     runtime.block_on(async move {

@@ -50,6 +50,34 @@ pub struct LlmArgs {
     /// only those are candidates)
     #[arg(long)]
     pub all_models: bool,
+
+    /// Other models tried, next-best first along the ranked options, when the chosen one's call
+    /// fails in a way another model may fix (connection, timeout, 5xx, 429, unknown or
+    /// unavailable model); 0: none
+    #[arg(long, default_value_t = r2_router::chat::DEFAULT_FALLBACKS, value_name = "N")]
+    pub fallbacks: usize,
+
+    /// Seconds all attempts of one answer (the choice and its fallbacks) may take together
+    #[arg(long, default_value_t = r2_router::chat::DEFAULT_DEADLINE.as_secs_f64(), value_name = "SECS")]
+    pub deadline: f64,
+}
+
+impl LlmArgs {
+    /// The fallback policy of --fallbacks and --deadline.
+    pub fn policy(&self) -> Result<r2_router::FallbackPolicy> {
+        deadline_policy(self.fallbacks, self.deadline)
+    }
+}
+
+/// A fallback policy, the deadline checked (a finite number of seconds > 0).
+pub fn deadline_policy(fallbacks: usize, deadline: f64) -> Result<r2_router::FallbackPolicy> {
+    if !(deadline.is_finite() && deadline > 0.0) {
+        anyhow::bail!("--deadline must be a number of seconds > 0, got {deadline}");
+    }
+    Ok(r2_router::FallbackPolicy {
+        fallbacks,
+        deadline: std::time::Duration::from_secs_f64(deadline),
+    })
 }
 
 /// A tokio runtime for the commands that embed.

@@ -300,6 +300,46 @@ impl Router {
         Ok(self.exact_heads(embedding))
     }
 
+    /// The unlimited option of model `model` for one embedding, evaluated exactly as routing
+    /// evaluates it (float64 heads; predicted output tokens floored at 0): what the query would
+    /// cost and score on that model without a budget. Used for "what would the reference model
+    /// have cost" accounting.
+    pub fn unlimited_option(
+        &self,
+        embedding: &[f64],
+        input_tokens: u64,
+        model: usize,
+        lambda: f64,
+    ) -> Result<RouteOption> {
+        self.check_embedding(0, embedding)?;
+        let per_model = self.budgets.len() + 2;
+        if model >= self.models.len() {
+            return Err(Error::UnknownModel {
+                name: format!("#{model}"),
+                known: self.models.iter().map(|m| m.name.clone()).collect(),
+            });
+        }
+        let base = model * per_model;
+        let head = |h: usize| {
+            let w = &self.coef[h * self.dim..(h + 1) * self.dim];
+            kernel::dot(w, embedding) + self.intercept[h]
+        };
+        let (q, t) = (head(base + per_model - 2), head(base + per_model - 1));
+        if !q.is_finite() || !t.is_finite() {
+            return Err(Error::NonFinitePrediction {
+                query: 0,
+                model: self.models[model].name.clone(),
+                head: if q.is_finite() {
+                    HeadKind::UnlimitedTokens
+                } else {
+                    HeadKind::UnlimitedScore
+                },
+                value: if q.is_finite() { t } else { q },
+            });
+        }
+        Ok(self.option(model, self.budgets.len(), q, t, input_tokens, lambda))
+    }
+
     /// Routes one embedding: the option with the highest risk.
     ///
     /// Every head is first evaluated in float32; options whose risk provably cannot reach the best

@@ -13,12 +13,15 @@ pub const POOL: &str = r#"{
   }
 }"#;
 
-/// The provider's answer for a model and budget: its text and completion tokens.
+/// The provider's answer for a model and budget: its text and completion tokens. Each model has a
+/// natural answer length (alpha 120 tokens, beta 40) and writes `min(0.8 × budget, natural)`, so
+/// quality saturates with budget as in the paper: past a few multiples of the natural length a
+/// bigger budget buys nothing.
 pub fn answer_of(model: &str, budget: Option<u64>) -> (String, u64) {
-    let base = if model == "lab/alpha" { 7 } else { 3 };
+    let natural = if model == "lab/alpha" { 120 } else { 40 };
     let tokens = match budget {
-        Some(b) => (b / 2).max(1) + base,
-        None => 300 + base,
+        Some(b) => (b * 4 / 5).clamp(1, natural),
+        None => natural,
     };
     (format!("answer of {model} in tokens={tokens}"), tokens)
 }
@@ -34,9 +37,9 @@ pub fn budget_of(body: &serde_json::Value) -> Option<u64> {
     Some(rest.split(' ').next().unwrap().parse().unwrap())
 }
 
-/// What the judge gives an answer with `tokens=N` in it.
+/// What the judge gives an answer with `tokens=N` in it: rises with length and saturates.
 pub fn score_of(tokens: u64) -> f64 {
-    tokens as f64 / (tokens as f64 + 100.0)
+    1.0 - (-(tokens as f64) / 30.0).exp()
 }
 
 #[derive(Default)]

@@ -277,6 +277,21 @@ pub struct ChatServerOptions {
     /// Stream chunks carry `id`, `object`, `created` and `model` as OpenAI's do (by default they
     /// hold `choices` only).
     pub openai_chunks: bool,
+    /// Models (by the provider id in the request) that fail, and how.
+    pub failing: std::collections::HashMap<String, ModelFailure>,
+}
+
+/// How a model of [`ChatServerOptions::failing`] fails.
+#[derive(Clone, Debug)]
+pub enum ModelFailure {
+    /// This status with an OpenAI-style error body carrying this message.
+    Status(u16, &'static str),
+    /// Never answers.
+    Hang,
+    /// A stream whose connection breaks before its first byte (a JSON request: the same).
+    DiesBeforeFirstByte,
+    /// A stream whose connection breaks after its first piece of text.
+    DiesAfterFirstByte,
 }
 
 /// An OpenAI-compatible chat-completions server on 127.0.0.1 (`POST /api/v1/chat/completions`, so
@@ -314,6 +329,48 @@ pub fn start_chat_server_with(
                 body: body.clone(),
             });
             tokio::time::sleep(options.delay).await;
+            let failure = body["model"]
+                .as_str()
+                .and_then(|m| options.failing.get(m))
+                .cloned();
+            // The first piece (if any), a pause so that it reaches the client, then a break.
+            let broken = |first: Option<String>| {
+                let pieces =
+                    futures_util::stream::unfold((first, false), |(first, broke)| async move {
+                        if let Some(piece) = first {
+                            return Some((Ok(piece), (None, false)));
+                        }
+                        if broke {
+                            return None;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        Some((
+                            Err(std::io::Error::other("the provider's connection broke")),
+                            (None, true),
+                        ))
+                    });
+                (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(pieces),
+                )
+                    .into_response()
+            };
+            match failure {
+                None => {}
+                Some(ModelFailure::Status(status, message)) => {
+                    let error = serde_json::json!({"error": {"message": message, "code": status}});
+                    let status = axum::http::StatusCode::from_u16(status).unwrap();
+                    return (status, axum::Json(error)).into_response();
+                }
+                Some(ModelFailure::Hang) => {
+                    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+                }
+                Some(ModelFailure::DiesBeforeFirstByte) => return broken(None),
+                Some(ModelFailure::DiesAfterFirstByte) => {
+                    let first = serde_json::json!({"choices": [{"index": 0, "delta": {"content": "Partial "}}]});
+                    return broken(Some(format!("data: {first}\n\n")));
+                }
+            }
             match reply {
                 ChatReply::Ok => {}
                 ChatReply::Unauthorized => {

@@ -185,6 +185,32 @@ impl Error {
         )
     }
 
+    /// Whether another model of the pool may answer where this call failed: the provider could
+    /// not be reached or did not answer in time, kept failing (5xx after the retry policy) or
+    /// rate-limiting (429 after `Retry-After`), generated nothing, a stream broke, or the
+    /// provider says the model is unknown or unavailable (404, or a 400 that says so). Not the
+    /// request's own faults (400, 401, 402, 413, 422, a too-long context): they would fail on
+    /// any model.
+    pub fn another_model_may_answer(&self) -> bool {
+        match self {
+            Error::RateLimited { .. }
+            | Error::Server { .. }
+            | Error::Timeout { .. }
+            | Error::Unreachable { .. }
+            | Error::NoChoices { .. }
+            | Error::StreamInterrupted { .. }
+            | Error::RawStreamInterrupted { .. } => true,
+            Error::Status {
+                status, message, ..
+            } => match status {
+                404 | 410 => true,
+                400 | 422 => model_unavailable(message),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// The text received before a stream was interrupted, if this is
     /// [`Error::StreamInterrupted`].
     pub fn partial_text(&self) -> Option<&str> {
@@ -336,6 +362,29 @@ fn wait_note(retry_after: Option<Duration>) -> String {
         Some(wait) => format!("; it asked to wait {wait:?}"),
         None => String::new(),
     }
+}
+
+/// Whether a provider's 400 message says the model (not the request) is the problem: OpenRouter's
+/// "is not a valid model ID", "No endpoints found", an unknown or unavailable model.
+fn model_unavailable(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    if message.contains("context") || message.contains("too long") || message.contains("maximum") {
+        return false;
+    }
+    message.contains("model")
+        && [
+            "not a valid model",
+            "no endpoints",
+            "not found",
+            "unknown",
+            "unavailable",
+            "not available",
+            "does not exist",
+            "not supported",
+            "deprecated",
+        ]
+        .iter()
+        .any(|phrase| message.contains(phrase))
 }
 
 #[cfg(test)]

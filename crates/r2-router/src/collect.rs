@@ -11,6 +11,11 @@
 //!   upstream's estimate, as `r2 route` uses);
 //! - `failures.jsonl`: what failed in the last run after retries (`{"query_id", "model", "budget",
 //!   "stage", "error"}`); every failure is retried by the next run;
+//! - `answers.jsonl`: every answer as soon as it arrives, before it is graded (`{"query_id",
+//!   "model", "budget", "response", "prompt_tokens", "output_tokens", "cost_usd", "latency_ms"}`),
+//!   so an answer that was paid for is never asked for again: a rerun grades the answers of keys
+//!   not yet recorded (the judge failed, or the run was killed while it graded) instead of
+//!   generating them anew. At the end of a run it keeps only those still ungraded;
 //! - `manifest.json`: the pool's models and prices, the budgets, the judge model, the sha256 of the
 //!   judge prompt, the temperature and r2's version. A later run into the same folder with other
 //!   settings is refused unless forced.
@@ -46,6 +51,8 @@ pub const EMBEDDINGS_FILE: &str = "embeddings.jsonl";
 pub const FAILURES_FILE: &str = "failures.jsonl";
 /// The manifest in the output folder.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The answers not yet graded, in the output folder.
+pub const ANSWERS_FILE: &str = "answers.jsonl";
 
 /// How many times a judge reply without a valid score is asked again (so at most 3 calls).
 pub const JUDGE_RETRIES: u32 = 2;
@@ -411,10 +418,23 @@ pub struct CollectConfig {
     pub temperature: f64,
     /// Calls in flight at once.
     pub concurrency: usize,
-    /// Stop starting calls once the answers' spend reaches this (USD).
+    /// Stop starting calls once this run's spend (answers and judge) reaches this (USD).
     pub max_spend: Option<f64>,
+    /// The judge's prices, when known ([`judge_prices`]); its calls then count towards the spend.
+    pub judge_prices: Option<Prices>,
     /// Write into a folder collected with other settings.
     pub force: bool,
+}
+
+/// The judge's prices when it is a pool model (by name or id).
+pub fn judge_prices(pool: &PoolConfig, judge_model: &str) -> Option<Prices> {
+    pool.models
+        .iter()
+        .find(|m| m.name == judge_model || m.openrouter_id == judge_model)
+        .map(|m| Prices {
+            input_per_million: m.input_price_per_million,
+            output_per_million: m.output_price_per_million,
+        })
 }
 
 /// The released budgets ([`r2_core::UPSTREAM_BUDGETS`]) and `unlimited`.
@@ -556,6 +576,42 @@ pub struct Failure {
     pub response: Option<String>,
 }
 
+/// One line of `answers.jsonl`: an answer as it arrived, before grading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub query_id: String,
+    pub model: String,
+    pub budget: Budget,
+    pub response: String,
+    pub prompt_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub latency_ms: u64,
+}
+
+impl Answer {
+    fn key(&self) -> Key {
+        (self.query_id.clone(), self.model.clone(), self.budget)
+    }
+}
+
+/// The answers in a folder's `answers.jsonl` whose keys are not in `done` (repairing a torn last
+/// line when `repair`).
+pub fn ungraded_answers(
+    dir: &Path,
+    done: &HashSet<Key>,
+    repair: bool,
+) -> Result<HashMap<Key, Answer>, CollectError> {
+    let lines = read_appended(&dir.join(ANSWERS_FILE), repair, |text| {
+        serde_json::from_str::<Answer>(text).map_err(|e| format!("column {}: {e}", e.column()))
+    })?;
+    Ok(lines
+        .into_iter()
+        .map(|a| (a.key(), a))
+        .filter(|(key, _)| !done.contains(key))
+        .collect())
+}
+
 /// A (query id, model, budget) key.
 pub type Key = (String, String, Budget);
 
@@ -664,8 +720,10 @@ fn embedded_ids(dir: &Path, repair: bool) -> Result<HashSet<String>, CollectErro
 /// What a run would do: the calls left and an estimate of their cost.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Estimate {
-    /// Generation calls left (keys not yet in `records.jsonl`).
+    /// Generation calls left (keys neither in `records.jsonl` nor answered in `answers.jsonl`).
     pub generations: usize,
+    /// Answers of earlier runs that only need their grade (in `answers.jsonl`).
+    pub regrades: usize,
     /// Judge calls (one per answer, retries aside).
     pub judge_calls: usize,
     /// Keys already done.
@@ -674,9 +732,9 @@ pub struct Estimate {
     /// words) × input price + budget tokens × output price for limited budgets,
     /// [`ASSUMED_OUTPUT_TOKENS`] for unlimited ones.
     pub generation_usd: f64,
-    /// Estimated USD of the judge calls, when the judge is a pool model (by name or id): the
-    /// prompt's words (upstream's estimate) plus the answer's assumed tokens in,
-    /// [`ASSUMED_JUDGE_REPLY_TOKENS`] out; `None` when its prices are unknown.
+    /// Estimated USD of the judge calls, when its prices are known
+    /// ([`CollectConfig::judge_prices`]): the prompt's words (upstream's estimate) plus the
+    /// answer's assumed tokens in, [`ASSUMED_JUDGE_REPLY_TOKENS`] out; `None` when they are not.
     pub judge_usd: Option<f64>,
 }
 
@@ -687,17 +745,15 @@ pub const ASSUMED_JUDGE_REPLY_TOKENS: u64 = 50;
 /// changing it, sends nothing.
 pub fn estimate(config: &CollectConfig, dir: &Path) -> Result<Estimate, CollectError> {
     let done = done_keys(dir, false)?;
-    let judge_prices = config
-        .pool
-        .models
-        .iter()
-        .find(|m| m.name == config.judge_model || m.openrouter_id == config.judge_model);
+    let answered = ungraded_answers(dir, &done, false)?;
+    let judge_prices = config.judge_prices;
     let mut estimate = Estimate {
         generations: 0,
         judge_calls: 0,
         done: 0,
         generation_usd: 0.0,
         judge_usd: judge_prices.map(|_| 0.0),
+        regrades: 0,
     };
     for query in &config.queries {
         let input = r2_core::estimate_input_tokens(&query.query);
@@ -707,29 +763,48 @@ pub fn estimate(config: &CollectConfig, dir: &Path) -> Result<Estimate, CollectE
                     estimate.done += 1;
                     continue;
                 }
-                estimate.generations += 1;
                 estimate.judge_calls += 1;
                 let (prompt, output) = match budget {
                     Budget::Tokens(n) => (input + 20, u64::from(n)),
                     Budget::Unlimited => (input, ASSUMED_OUTPUT_TOKENS),
                 };
+                let key = (query.id.clone(), model.name.clone(), budget);
+                if let Some(answer) = answered.get(&key) {
+                    // Answered in an earlier run, only its grade is missing.
+                    if let (Some(judge), Some(usd)) = (judge_prices, estimate.judge_usd.as_mut()) {
+                        *usd += judge_call_usd(config, query, answer.output_tokens, judge);
+                    }
+                    estimate.regrades += 1;
+                    continue;
+                }
+                estimate.generations += 1;
                 estimate.generation_usd += (prompt as f64 * model.input_price_per_million
                     + output as f64 * model.output_price_per_million)
                     / 1e6;
                 if let (Some(judge), Some(usd)) = (judge_prices, estimate.judge_usd.as_mut()) {
-                    let prompt_tokens = r2_core::estimate_input_tokens(
-                        &config
-                            .judge_prompt
-                            .render(&query.query, query.reference.as_deref(), ""),
-                    ) + output;
-                    *usd += (prompt_tokens as f64 * judge.input_price_per_million
-                        + ASSUMED_JUDGE_REPLY_TOKENS as f64 * judge.output_price_per_million)
-                        / 1e6;
+                    *usd += judge_call_usd(config, query, output, judge);
                 }
             }
         }
     }
     Ok(estimate)
+}
+
+/// The estimated cost of grading one answer of `answer_tokens` tokens to `query`.
+fn judge_call_usd(
+    config: &CollectConfig,
+    query: &QuerySpec,
+    answer_tokens: u64,
+    judge: Prices,
+) -> f64 {
+    let prompt_tokens = r2_core::estimate_input_tokens(&config.judge_prompt.render(
+        &query.query,
+        query.reference.as_deref(),
+        "",
+    )) + answer_tokens;
+    (prompt_tokens as f64 * judge.input_per_million
+        + ASSUMED_JUDGE_REPLY_TOKENS as f64 * judge.output_per_million)
+        / 1e6
 }
 
 /// Progress of a run, handed to the callback after every finished call.
@@ -741,8 +816,10 @@ pub struct Progress {
     pub total: usize,
     pub recorded: usize,
     pub failed: usize,
-    /// USD spent on answers in this run.
+    /// USD spent in this run: answers and (when its prices are known) the judge.
     pub spend_usd: f64,
+    /// The judge's part of `spend_usd`.
+    pub judge_spend_usd: f64,
 }
 
 /// The end of a run.
@@ -775,12 +852,41 @@ pub struct Clients<'a> {
     pub embedder: Option<&'a dyn Embedder>,
 }
 
+/// What one key cost in this run: a new answer and the judge calls.
+#[derive(Clone, Copy, Default)]
+struct Spent {
+    /// Whether a generation call was made (not when an earlier run's answer was graded).
+    generation_call: bool,
+    answer_usd: f64,
+    judge_usd: f64,
+}
+
+impl Progress {
+    fn add(&mut self, spent: Spent) {
+        self.spend_usd += spent.answer_usd + spent.judge_usd;
+        self.judge_spend_usd += spent.judge_usd;
+    }
+}
+
 enum Outcome {
-    Recorded(Record, u32),
-    /// The failure, the judge calls made, the cost of an answer that was paid for, and whether
-    /// every later call would fail the same way (a rejected key, no credit, a bad URL).
-    Failed(Failure, u32, f64, bool),
+    Recorded(Record, u32, Spent),
+    /// The failure, the judge calls made, what was paid for, and whether every later call would
+    /// fail the same way (a rejected key, no credit, a bad URL).
+    Failed(Failure, u32, Spent, bool),
     NotStarted,
+}
+
+/// `answers.jsonl`, shared by the calls in flight.
+struct Journal {
+    file: Mutex<File>,
+    path: PathBuf,
+}
+
+impl Journal {
+    fn append(&self, answer: &Answer) -> Result<(), CollectError> {
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        append_line(&mut file, &self.path, answer)
+    }
 }
 
 /// Checks the folder's manifest against `config` (writing it when there is none), then embeds the
@@ -813,6 +919,19 @@ pub async fn collect(
     }
 
     let done = done_keys(dir, true)?;
+    let mut answered = ungraded_answers(dir, &done, true)?;
+    let answers_path = dir.join(ANSWERS_FILE);
+    let journal = Journal {
+        file: Mutex::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&answers_path)
+                .map_err(io(&answers_path))?,
+        ),
+        path: answers_path,
+    };
+    let journal = &journal;
     let failures_path = dir.join(FAILURES_FILE);
     // The failures of the last run are retried now; the file reports this run's.
     let mut failures_file = File::create(&failures_path).map_err(io(&failures_path))?;
@@ -828,10 +947,11 @@ pub async fn collect(
     for query in &config.queries {
         for model in &config.pool.models {
             for &budget in &config.budgets {
-                if done.contains(&(query.id.clone(), model.name.clone(), budget)) {
+                let key = (query.id.clone(), model.name.clone(), budget);
+                if done.contains(&key) {
                     skipped += 1;
                 } else {
-                    todo.push((query, model, budget));
+                    todo.push((query, model, budget, answered.remove(&key)));
                 }
             }
         }
@@ -851,7 +971,7 @@ pub async fn collect(
     let halt = &halt;
     let clients = &clients;
     let mut results = futures_util::stream::iter(todo)
-        .map(|(query, model, budget)| async move {
+        .map(|(query, model, budget, earlier)| async move {
             if halt.load(std::sync::atomic::Ordering::SeqCst) {
                 return Outcome::NotStarted;
             }
@@ -860,31 +980,34 @@ pub async fn collect(
                     return Outcome::NotStarted;
                 }
             }
-            let outcome = answer_and_grade(config, clients, query, model, budget).await;
-            let cost = match &outcome {
-                Outcome::Recorded(record, _) => record.cost_usd,
-                Outcome::Failed(_, _, cost, fatal) => {
+            let outcome =
+                answer_and_grade(config, clients, journal, query, model, budget, earlier).await;
+            let spent = match &outcome {
+                Outcome::Recorded(_, _, spent) => *spent,
+                Outcome::Failed(_, _, spent, fatal) => {
                     if *fatal {
                         halt.store(true, std::sync::atomic::Ordering::SeqCst);
                     }
-                    *cost
+                    *spent
                 }
-                Outcome::NotStarted => 0.0,
+                Outcome::NotStarted => Spent::default(),
             };
-            *spend.lock().unwrap_or_else(|e| e.into_inner()) += cost;
+            *spend.lock().unwrap_or_else(|e| e.into_inner()) += spent.answer_usd + spent.judge_usd;
             outcome
         })
         .buffer_unordered(config.concurrency);
 
     let mut scores: HashMap<&str, (usize, f64)> = HashMap::new();
+    let mut recorded: HashSet<Key> = HashSet::new();
     while let Some(outcome) = results.next().await {
         match outcome {
-            Outcome::Recorded(record, judge_calls) => {
+            Outcome::Recorded(record, judge_calls, spent) => {
                 append_line(&mut records_file, &records_path, &record)?;
-                summary.generation_calls += 1;
+                recorded.insert((record.query_id.clone(), record.model.clone(), record.budget));
+                summary.generation_calls += usize::from(spent.generation_call);
                 summary.judge_calls += judge_calls as usize;
                 summary.progress.recorded += 1;
-                summary.progress.spend_usd += record.cost_usd;
+                summary.progress.add(spent);
                 let model = config
                     .pool
                     .models
@@ -895,15 +1018,15 @@ pub async fn collect(
                 entry.0 += 1;
                 entry.1 += record.score;
             }
-            Outcome::Failed(failure, judge_calls, cost, fatal) => {
+            Outcome::Failed(failure, judge_calls, spent, fatal) => {
                 if fatal && summary.halted.is_none() {
                     summary.halted = Some(format!("{} call: {}", failure.stage, failure.error));
                 }
                 append_line(&mut failures_file, &failures_path, &failure)?;
-                summary.generation_calls += 1;
+                summary.generation_calls += usize::from(spent.generation_call);
                 summary.judge_calls += judge_calls as usize;
                 summary.progress.failed += 1;
-                summary.progress.spend_usd += cost;
+                summary.progress.add(spent);
                 tracing::warn!(
                     query_id = %failure.query_id,
                     model = %failure.model,
@@ -924,6 +1047,8 @@ pub async fn collect(
         summary.progress.finished += 1;
         on_progress(&summary.progress);
     }
+    drop(results);
+    compact_answers(dir, &done, &recorded)?;
     summary.per_model = config
         .pool
         .models
@@ -938,6 +1063,32 @@ pub async fn collect(
         })
         .collect();
     Ok(summary)
+}
+
+/// Rewrites `answers.jsonl` with only the answers still ungraded (atomically: a crash leaves the
+/// old file whole).
+fn compact_answers(
+    dir: &Path,
+    done: &HashSet<Key>,
+    recorded: &HashSet<Key>,
+) -> Result<(), CollectError> {
+    let path = dir.join(ANSWERS_FILE);
+    let keep: Vec<Answer> = read_appended(&path, false, |text| {
+        serde_json::from_str::<Answer>(text).map_err(|e| format!("column {}: {e}", e.column()))
+    })?
+    .into_iter()
+    .filter(|a| {
+        let key = a.key();
+        !done.contains(&key) && !recorded.contains(&key)
+    })
+    .collect();
+    let tmp = dir.join(".answers.jsonl.tmp");
+    let mut file = File::create(&tmp).map_err(io(&tmp))?;
+    for answer in &keep {
+        append_line(&mut file, &tmp, answer)?;
+    }
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 
 fn append_line<T: Serialize>(file: &mut File, path: &Path, value: &T) -> Result<(), CollectError> {
@@ -1028,14 +1179,12 @@ async fn embed_missing(
 async fn answer_and_grade(
     config: &CollectConfig,
     clients: &Clients<'_>,
+    journal: &Journal,
     query: &QuerySpec,
     model: &r2_checkpoints::PoolModel,
     budget: Budget,
+    earlier: Option<Answer>,
 ) -> Outcome {
-    let tokens = match budget {
-        Budget::Tokens(n) => Some(n),
-        Budget::Unlimited => None,
-    };
     let failure = |stage: &str, error: String, response: Option<String>| Failure {
         query_id: query.id.clone(),
         model: model.name.clone(),
@@ -1044,34 +1193,35 @@ async fn answer_and_grade(
         error,
         response,
     };
-    let request = ChatRequest::routed(
-        &model.openrouter_id,
-        &query.query,
-        tokens,
-        config.temperature,
-    );
-    let started = Instant::now();
-    let completion = match clients.generation.complete(&request).await {
-        Ok(c) => c,
-        Err(e) => {
-            return Outcome::Failed(
-                failure("generation", r2_http::error_chain(&e), None),
-                0,
-                0.0,
-                fatal(&e),
-            )
+    let mut spent = Spent::default();
+    let answer = match earlier {
+        Some(answer) => answer,
+        None => {
+            spent.generation_call = true;
+            match generate(config, clients, query, model, budget).await {
+                Ok(answer) => {
+                    spent.answer_usd = answer.cost_usd;
+                    if let Err(e) = journal.append(&answer) {
+                        // Still graded and recorded; only a crash before that would lose it.
+                        tracing::warn!(error = %e, "could not keep the answer in the journal");
+                    }
+                    answer
+                }
+                Err(e) => {
+                    return Outcome::Failed(
+                        failure("generation", r2_http::error_chain(&e), None),
+                        0,
+                        spent,
+                        fatal(&e),
+                    )
+                }
+            }
         }
     };
-    let latency_ms = started.elapsed().as_millis() as u64;
-    let usage: Usage = completion.usage.unwrap_or_default();
-    let cost_usd = usage.cost_usd(Prices {
-        input_per_million: model.input_price_per_million,
-        output_per_million: model.output_price_per_million,
-    });
     let prompt =
         config
             .judge_prompt
-            .render(&query.query, query.reference.as_deref(), &completion.text);
+            .render(&query.query, query.reference.as_deref(), &answer.response);
     let body = json!({
         "model": config.judge_model,
         "messages": [{"role": "user", "content": prompt}],
@@ -1084,8 +1234,15 @@ async fn answer_and_grade(
     for _ in 0..=JUDGE_RETRIES {
         calls += 1;
         match clients.judge.complete_raw(&body).await {
-            Ok(answer) => {
-                let reply = answer["choices"][0]["message"]["content"]
+            Ok(reply_body) => {
+                let usage = reply_body.get("usage").cloned().unwrap_or(Value::Null);
+                let judge_usd = config.judge_prices.map_or(0.0, |prices| {
+                    serde_json::from_value::<Usage>(usage.clone())
+                        .unwrap_or_default()
+                        .cost_usd(prices)
+                });
+                spent.judge_usd += judge_usd;
+                let reply = reply_body["choices"][0]["message"]["content"]
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
@@ -1095,21 +1252,21 @@ async fn answer_and_grade(
                         model: model.name.clone(),
                         budget,
                         score,
-                        output_tokens: usage.completion_tokens,
+                        output_tokens: answer.output_tokens,
                         split: query.split.clone(),
                         input_tokens: r2_core::estimate_input_tokens(&query.query),
-                        prompt_tokens: usage.prompt_tokens,
-                        response: completion.text,
+                        prompt_tokens: answer.prompt_tokens,
+                        response: answer.response,
                         judge: json!({
                             "model": config.judge_model,
                             "reply": reply,
                             "attempts": calls,
-                            "usage": answer.get("usage").cloned().unwrap_or(Value::Null),
+                            "usage": usage,
                         }),
-                        cost_usd,
-                        latency_ms,
+                        cost_usd: answer.cost_usd,
+                        latency_ms: answer.latency_ms,
                     };
-                    return Outcome::Recorded(record, calls);
+                    return Outcome::Recorded(record, calls, spent);
                 }
                 last_error = format!(
                     "the judge's reply holds no JSON object with a `score` in [0, 1]: {}",
@@ -1124,12 +1281,49 @@ async fn answer_and_grade(
             }
         }
     }
-    let mut failed = failure("judge", last_error, Some(completion.text));
+    let mut failed = failure("judge", last_error, Some(answer.response));
     if calls > 1 {
         failed.error = format!("after {calls} judge calls: {}", failed.error);
     }
-    // The answer was paid for even though it is not recorded.
-    Outcome::Failed(failed, calls, cost_usd, judge_fatal)
+    // The answer stays in the journal: the next run grades it without asking for it again.
+    Outcome::Failed(failed, calls, spent, judge_fatal)
+}
+
+/// One generation with exactly the request routing sends.
+async fn generate(
+    config: &CollectConfig,
+    clients: &Clients<'_>,
+    query: &QuerySpec,
+    model: &r2_checkpoints::PoolModel,
+    budget: Budget,
+) -> Result<Answer, r2_llm::Error> {
+    let tokens = match budget {
+        Budget::Tokens(n) => Some(n),
+        Budget::Unlimited => None,
+    };
+    let request = ChatRequest::routed(
+        &model.openrouter_id,
+        &query.query,
+        tokens,
+        config.temperature,
+    );
+    let started = Instant::now();
+    let completion = clients.generation.complete(&request).await?;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let usage: Usage = completion.usage.unwrap_or_default();
+    Ok(Answer {
+        query_id: query.id.clone(),
+        model: model.name.clone(),
+        budget,
+        response: completion.text,
+        prompt_tokens: usage.prompt_tokens,
+        output_tokens: usage.completion_tokens,
+        cost_usd: usage.cost_usd(Prices {
+            input_per_million: model.input_price_per_million,
+            output_per_million: model.output_price_per_million,
+        }),
+        latency_ms,
+    })
 }
 
 /// Whether every later call would fail as this one did.

@@ -30,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod chat;
 pub mod collect;
 pub mod fetch;
 pub mod report;
@@ -37,12 +38,14 @@ mod request;
 pub mod source;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use r2_checkpoints::PoolConfig;
 use r2_core::{Budget, Decision, RouteParams, Router};
 use r2_embed::{Embedder, VllmEmbedder, VllmOptions};
 use r2_llm::{ApiKey, ChatRequest, LlmClient, LlmOptions, Prices, Usage};
 
+pub use chat::{Attempt, FallbackPolicy, Fallen, RouteOn};
 pub use fetch::{FetchError, FetchOptions};
 // The layers below, for front-ends that depend on this crate alone.
 pub use r2_checkpoints;
@@ -126,6 +129,13 @@ pub enum Error {
         "no model of the pool is marked `available` on the API: route to all models or name them"
     )]
     NothingAvailable,
+    /// A request's attempts (first choice and fallbacks) took longer than its deadline.
+    #[error(
+        "no answer within the deadline of {deadline:?} ({attempts} option{} tried); the \
+         providers are slow: try again, or raise the deadline",
+        if *attempts == 1 { "" } else { "s" }
+    )]
+    Deadline { deadline: Duration, attempts: usize },
 }
 
 impl r2_core::Classify for Error {
@@ -144,6 +154,7 @@ impl r2_core::Classify for Error {
             | Error::EmbeddingDimension { .. }
             | Error::NothingAvailable => InvalidInput,
             Error::NoLlmApi | Error::NoLocalEmbedding => Unavailable,
+            Error::Deadline { .. } => r2_core::ErrorClass::UpstreamTimeout,
         }
     }
 
@@ -206,11 +217,15 @@ pub struct Generation {
     pub cost_usd: f64,
 }
 
-/// A routing decision and the answer of the chosen model.
+/// A routing decision and the answer: of the chosen option, or of a fallback when it failed.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub decision: Decision,
     pub generation: Generation,
+    /// The option that answered (`decision.choice` unless a fallback did).
+    pub answered: r2_core::RouteOption,
+    /// Every option tried, the one that answered last.
+    pub attempts: Vec<Attempt>,
 }
 
 /// A loaded router with its pool, embedder (made on first use) and chat client.
@@ -453,22 +468,76 @@ impl R2Router {
         })
     }
 
-    /// Embeds, routes and generates: upstream's `route_and_generate`.
+    /// Embeds, routes and generates: upstream's `route_and_generate`, with the default fallback
+    /// policy ([`R2Router::route_and_generate_with`]).
     pub async fn route_and_generate(&self, query: &str, params: &RouteParams) -> Result<Answer> {
-        let decision = self.route_text(query, params).await?;
-        let generation = self
-            .generate(
-                query,
-                decision.choice.model,
-                decision.choice.budget,
-                DEFAULT_TEMPERATURE,
-                None,
+        self.route_and_generate_with(query, params, FallbackPolicy::default(), None)
+            .await
+    }
+
+    /// Embeds, routes and generates; when the chosen option's call fails in a way another model
+    /// may fix, falls back along the ranked options ([`R2Router::generate_with_fallback`]).
+    pub async fn route_and_generate_with(
+        &self,
+        query: &str,
+        params: &RouteParams,
+        policy: FallbackPolicy,
+        on_delta: Option<&mut (dyn FnMut(&str) + Send)>,
+    ) -> Result<Answer> {
+        let params = params
+            .clone()
+            .with_ranked(params.ranked || policy.fallbacks > 0);
+        let decision = self.route_text(query, &params).await?;
+        self.generate_with_fallback(query, decision, DEFAULT_TEMPERATURE, policy, on_delta)
+            .await
+    }
+
+    /// Generates the answer of `decision` for `query`: its choice, then, when that call fails in
+    /// a way another model may fix, the next-best option of each other model in its ranked list
+    /// ([`chat::fallback_chain`]; an unranked decision has no fallbacks). With `on_delta` the
+    /// answer is streamed, and a fallback happens only before its first piece was handed over.
+    pub async fn generate_with_fallback(
+        &self,
+        query: &str,
+        decision: Decision,
+        temperature: f64,
+        policy: FallbackPolicy,
+        on_delta: Option<&mut (dyn FnMut(&str) + Send)>,
+    ) -> Result<Answer> {
+        let chain = chat::fallback_chain(&decision, policy.fallbacks);
+        let delivered = std::sync::atomic::AtomicBool::new(false);
+        let delivered = &delivered;
+        let fallen = self
+            .with_fallback_lending(
+                &chain,
+                policy,
+                on_delta,
+                |option, mut sink| async move {
+                    let outcome = {
+                        let mut forward = sink.as_deref_mut().map(|sink| {
+                            move |text: &str| {
+                                delivered.store(true, std::sync::atomic::Ordering::SeqCst);
+                                sink(text)
+                            }
+                        });
+                        let forward = forward.as_mut().map(|f| f as &mut (dyn FnMut(&str) + Send));
+                        self.generate(query, option.model, option.budget, temperature, forward)
+                            .await
+                    };
+                    (outcome, sink)
+                },
+                |_| !delivered.load(std::sync::atomic::Ordering::SeqCst),
             )
-            .await?;
-        Ok(Answer {
-            decision,
-            generation,
-        })
+            .await;
+        match fallen {
+            Ok(fallen) => Ok(Answer {
+                decision,
+                generation: fallen.value,
+                answered: fallen.option,
+                attempts: fallen.attempts,
+            }),
+            Err(failure) => Err(failure.error),
+        }
     }
 }
 

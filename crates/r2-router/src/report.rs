@@ -57,6 +57,27 @@ pub struct GenerationJson<'a> {
     pub response: &'a str,
     pub usage: r2_llm::Usage,
     pub cost_usd: f64,
+    /// What answered when the choice failed and another model did (r2's own key, absent
+    /// otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackJson<'a>>,
+}
+
+/// The option that answered after a fallback, and every attempt.
+#[derive(Serialize)]
+pub struct FallbackJson<'a> {
+    pub model: &'a str,
+    pub openrouter_id: &'a str,
+    pub budget: Budget,
+    pub attempts: Vec<AttemptJson<'a>>,
+}
+
+/// One option tried: its model and budget, and why it failed (`null` for the one that answered).
+#[derive(Serialize)]
+pub struct AttemptJson<'a> {
+    pub model: &'a str,
+    pub budget: Budget,
+    pub error: Option<&'a str>,
 }
 
 /// Decisions and answers as upstream prints them: its keys, its rounding (quality 4 decimals, cost
@@ -84,13 +105,26 @@ impl<'a> Report<'a> {
     }
 
     /// upstream's `route_and_generate` output object, with the cost of the call added.
-    pub fn generation(
-        &self,
-        d: &Decision,
-        query: &'a str,
-        g: &'a crate::Generation,
-    ) -> GenerationJson<'a> {
+    pub fn generation(&self, answer: &'a crate::Answer, query: &'a str) -> GenerationJson<'a> {
+        let (d, g) = (&answer.decision, &answer.generation);
         let c = self.option(&d.choice);
+        let fallback = (answer.attempts.len() > 1).then(|| {
+            let a = self.option(&answer.answered);
+            FallbackJson {
+                model: a.model,
+                openrouter_id: a.openrouter_id,
+                budget: a.budget,
+                attempts: answer
+                    .attempts
+                    .iter()
+                    .map(|t| AttemptJson {
+                        model: &t.model,
+                        budget: t.budget,
+                        error: t.error.as_deref(),
+                    })
+                    .collect(),
+            }
+        });
         GenerationJson {
             query,
             model: c.model,
@@ -101,6 +135,7 @@ impl<'a> Report<'a> {
             response: &g.text,
             usage: g.usage,
             cost_usd: g.cost_usd,
+            fallback,
         }
     }
 

@@ -28,6 +28,7 @@ fn settings(budgets: Vec<Budget>) -> CollectConfig {
         temperature: r2_router::DEFAULT_TEMPERATURE,
         concurrency: 3,
         max_spend: None,
+        judge_prices: None,
         force: false,
     }
 }
@@ -333,7 +334,8 @@ async fn every_answer_is_routings_request_graded_and_recorded_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_judge_without_a_score_is_retried_then_a_failure() {
-    let (provider, _) = start_provider();
+    use std::sync::atomic::Ordering;
+    let (provider, provider_state) = start_provider();
     let (judge, judged) = start_judge(Judge::Garbage);
     let embed = start_embedder();
     let dir = tempfile::tempdir().unwrap();
@@ -368,14 +370,38 @@ async fn a_judge_without_a_score_is_retried_then_a_failure() {
         std::fs::read_to_string(dir.path().join(collect::RECORDS_FILE)).unwrap(),
         ""
     );
-    // The next run retries every failure; the failures file then reports that run's.
+    // The answers were kept; a dry run now counts only their grades.
+    assert_eq!(lines(&dir.path().join(collect::ANSWERS_FILE)).len(), 8);
+    assert_eq!(provider_state.calls.load(Ordering::SeqCst), 8);
+    let estimate = collect::estimate(&config, dir.path()).unwrap();
+    assert_eq!(
+        (
+            estimate.generations,
+            estimate.regrades,
+            estimate.judge_calls
+        ),
+        (0, 8, 8)
+    );
+    assert_eq!(estimate.generation_usd, 0.0);
+    // The next run retries every failure, grading the kept answers without asking for them
+    // again; the failures file then reports that run's, and no answer is left ungraded.
     let (good_judge, _) = start_judge(Judge::Grade);
     let retried = run(&config, dir.path(), &provider, &good_judge, &embed)
         .await
         .unwrap();
     assert_eq!((retried.skipped, retried.progress.recorded), (0, 8));
+    assert_eq!((retried.generation_calls, retried.judge_calls), (0, 8));
+    assert_eq!(provider_state.calls.load(Ordering::SeqCst), 8);
+    assert_eq!(retried.progress.spend_usd, 0.0, "nothing new was paid for");
     assert!(lines(&dir.path().join(collect::FAILURES_FILE)).is_empty());
-    assert_eq!(lines(&dir.path().join(collect::RECORDS_FILE)).len(), 8);
+    assert!(lines(&dir.path().join(collect::ANSWERS_FILE)).is_empty());
+    let records = lines(&dir.path().join(collect::RECORDS_FILE));
+    assert_eq!(records.len(), 8);
+    for r in &records {
+        let tokens = r["output_tokens"].as_u64().unwrap();
+        assert_eq!(r["score"].as_f64().unwrap(), score_of(tokens));
+        assert!(r["cost_usd"].as_f64().unwrap() > 0.0, "{r}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,6 +422,55 @@ async fn the_spend_cap_stops_starting_calls() {
     assert_eq!(state.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_judge_counts_towards_the_spend_and_the_cap_when_its_prices_are_known() {
+    let (provider, state) = start_provider();
+    let (judge, _) = start_judge(Judge::Grade);
+    let embed = start_embedder();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = settings(vec![Budget::Tokens(10), Budget::Unlimited]);
+    config.queries.truncate(2);
+    config.judge_prices = Some(r2_router::r2_llm::Prices {
+        input_per_million: 1.0,
+        output_per_million: 2.0,
+    });
+    let summary = run(&config, dir.path(), &provider, &judge, &embed)
+        .await
+        .unwrap();
+    // The judge answers with usage 100 prompt and 10 completion tokens.
+    let per_grade = (100.0 * 1.0 + 10.0 * 2.0) / 1e6;
+    let answers: f64 = lines(&dir.path().join(collect::RECORDS_FILE))
+        .iter()
+        .map(|r| r["cost_usd"].as_f64().unwrap())
+        .sum();
+    let p = &summary.progress;
+    assert_eq!(p.recorded, 8);
+    assert!((p.judge_spend_usd - 8.0 * per_grade).abs() < 1e-15, "{p:?}");
+    assert!(
+        (p.spend_usd - answers - 8.0 * per_grade).abs() < 1e-15,
+        "{p:?}"
+    );
+
+    // A cap the first answer alone stays under but its grade reaches stops the run there.
+    let other = tempfile::tempdir().unwrap();
+    config.concurrency = 1;
+    let first_answer = lines(&dir.path().join(collect::RECORDS_FILE))
+        .iter()
+        .map(|r| r["cost_usd"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    config.max_spend = Some(first_answer + per_grade / 2.0);
+    let before = state.calls.load(std::sync::atomic::Ordering::SeqCst);
+    let capped = run(&config, other.path(), &provider, &judge, &embed)
+        .await
+        .unwrap();
+    assert!(capped.stopped_by_spend);
+    assert_eq!((capped.progress.recorded, capped.not_started), (1, 7));
+    assert_eq!(
+        state.calls.load(std::sync::atomic::Ordering::SeqCst),
+        before + 1
+    );
+}
+
 #[test]
 fn the_estimate_counts_calls_and_assumes_unlimited_lengths() {
     let dir = tempfile::tempdir().unwrap();
@@ -411,15 +486,30 @@ fn the_estimate_counts_calls_and_assumes_unlimited_lengths() {
         (26.0 * 1.0 + 10.0 * 10.0) + (26.0 * 1.0 + 100.0 * 10.0) + (6.0 * 1.0 + 500.0 * 10.0);
     let beta = (26.0 * 0.5 + 10.0 * 2.0) + (26.0 * 0.5 + 100.0 * 2.0) + (6.0 * 0.5 + 500.0 * 2.0);
     assert!((estimate.generation_usd - (alpha + beta) / 1e6).abs() < 1e-15);
-    assert_eq!(estimate.judge_usd, None, "the judge is not a pool model");
-    config.judge_model = "lab/beta".into();
-    assert!(
-        collect::estimate(&config, dir.path())
-            .unwrap()
-            .judge_usd
-            .unwrap()
-            > 0.0
+    assert_eq!(estimate.judge_usd, None, "the judge's prices are unknown");
+    assert_eq!(collect::judge_prices(&config.pool, "judge/model"), None);
+    // A pool model as the judge: its prices; the prompt's words plus the answer's tokens in.
+    config.judge_prices = collect::judge_prices(&config.pool, "lab/beta");
+    assert_eq!(
+        config.judge_prices,
+        Some(r2_router::r2_llm::Prices {
+            input_per_million: 0.5,
+            output_per_million: 2.0
+        })
     );
+    let judge_usd = collect::estimate(&config, dir.path())
+        .unwrap()
+        .judge_usd
+        .unwrap();
+    let prompt = r2_router::r2_core::estimate_input_tokens(&JudgePrompt::default().render(
+        "What is 1 plus 1?",
+        Some("2"),
+        "",
+    )) as f64;
+    let answers = 2.0 * (10.0 + 100.0 + 500.0);
+    let replies = 6.0 * collect::ASSUMED_JUDGE_REPLY_TOKENS as f64;
+    let want = ((6.0 * prompt + answers) * 0.5 + replies * 2.0) / 1e6;
+    assert!((judge_usd - want).abs() < 1e-15, "{judge_usd} vs {want}");
     assert!(
         !dir.path().join(collect::MANIFEST_FILE).exists(),
         "an estimate writes nothing"

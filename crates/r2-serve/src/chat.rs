@@ -8,31 +8,23 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use r2_router::r2_core::Decision;
-use r2_router::{r2_llm, Observer, RouteRequest};
+use r2_router::r2_core::RouteOption;
+use r2_router::r2_llm::{Prices, Usage};
+use r2_router::{chat, r2_llm, Observer, RouteOn, RouteRequest};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::{
-    body_bytes, parse_json, set_header, sse, ApiError, AppState, DecisionNote, ROUTER_MODEL,
-};
+use crate::{body_bytes, parse_json, set_header, sse, ApiError, AppState, Note, ROUTER_MODEL};
 
 /// The fields of a chat request the gateway reads; everything else is passed on untouched.
 #[derive(Deserialize)]
 struct ChatHead {
     model: String,
-    messages: Vec<ChatMessage>,
+    messages: Vec<Value>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
     r2: Option<Overrides>,
-}
-
-#[derive(Deserialize)]
-struct ChatMessage {
-    role: String,
-    #[serde(default)]
-    content: Value,
 }
 
 /// Per-request routing overrides: the body's `r2` object.
@@ -45,18 +37,34 @@ struct Overrides {
     max_cost: Option<f64>,
     #[serde(default)]
     models: Option<Vec<String>>,
+    #[serde(default)]
+    route_on: Option<RouteOnField>,
+}
+
+/// `"first"` or `"last"`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RouteOnField {
+    First,
+    Last,
 }
 
 impl Overrides {
     /// The routing request these overrides make (the router's defaults for the rest).
-    fn request(self) -> RouteRequest {
+    fn request(&self) -> RouteRequest {
         RouteRequest {
             lambda: self.lambda,
-            models: self.models,
+            models: self.models.clone(),
             max_cost: self.max_cost,
             ..RouteRequest::default()
         }
     }
+}
+
+/// What the provider sent for one attempt.
+enum Sent {
+    Json(Value),
+    Stream(r2_llm::RawStream),
 }
 
 pub(crate) async fn handle(
@@ -71,102 +79,264 @@ pub(crate) async fn handle(
     };
     forward.remove("r2");
     let stream = head.stream == Some(true);
+    // For a stream's cost, the provider is asked for its usage chunk; the client sees it only
+    // if it asked for it.
+    let client_wants_usage = stream && include_usage(&forward);
+    if stream {
+        ask_for_usage(&mut forward);
+    }
+    let llm = state.r2().llm().ok_or_else(ApiError::no_provider)?;
 
     if head.model == ROUTER_MODEL {
-        let llm = state.r2().llm().ok_or_else(ApiError::no_provider)?;
-        let plan = state.r2().plan(&head.r2.unwrap_or_default().request())?;
-        let query = last_user_text(&head.messages).ok_or_else(|| {
-            ApiError::invalid_request(
-                "no user message with text to route on: the last message with role `user` must \
-                 have text content",
-            )
+        let overrides = head.r2.unwrap_or_default();
+        let route_on = match overrides.route_on {
+            Some(RouteOnField::First) => RouteOn::First,
+            Some(RouteOnField::Last) => RouteOn::Last,
+            None => state.options().route_on,
+        };
+        let policy = state.options().fallback;
+        let mut request = overrides.request();
+        request.ranked = policy.fallbacks > 0;
+        // The cost is over the whole prompt, as it is billed.
+        let prompt_tokens = chat::prompt_tokens(&head.messages);
+        request.input_tokens = Some(prompt_tokens);
+        let plan = state.r2().plan(&request)?;
+        let query = chat::routing_text(&head.messages, route_on).ok_or_else(|| {
+            ApiError::invalid_request(format!(
+                "no user message with text to route on: the {route_on} message with role `user` \
+                 must have text content (a string, or `text` parts)"
+            ))
         })?;
-        let decision = state.route_query(query, &plan).await?;
-        let forward = state.r2().routed_body(forward, &decision.choice);
-        let name = state.r2().model_name(decision.choice.model).to_owned();
-        let answer = forward_request(&state, llm, forward, stream, Some(&name)).await;
-        let answer = answer.map(|mut response| {
-            decision_headers(&state, &decision, &mut response);
-            response
-        });
-        Ok(DecisionNote::routed(state.r2(), &decision).on(answer))
+        let mut note = Note::default();
+        let started = Instant::now();
+        let embedding = state.r2().embed(std::slice::from_ref(&query)).await?;
+        note.embed_ms = ms(started);
+        let started = Instant::now();
+        let decision = state
+            .r2()
+            .route_embeddings(&embedding, &[prompt_tokens], &plan)
+            .into_result()?
+            .pop()
+            .ok_or_else(|| ApiError::internal("the router gave no decision for one query"))?;
+        note.route_ms = ms(started);
+        let reference = state
+            .r2()
+            .reference_cost(&embedding, prompt_tokens, state.reference_model())
+            .ok();
+        if state.options().log_prompts {
+            note.prompt = Some(query);
+        }
+        let chain = chat::fallback_chain(&decision, policy.fallbacks);
+        let started = Instant::now();
+        let fallen = state
+            .r2()
+            .with_fallback(&chain, policy, |option| {
+                let body = state.r2().routed_body(forward.clone(), &option);
+                let state = &state;
+                async move {
+                    send(state, llm, body, stream)
+                        .await
+                        .map_err(r2_router::Error::Llm)
+                }
+            })
+            .await;
+        note.provider_ms = ms(started);
+        let attempts = match &fallen {
+            Ok(f) => &f.attempts,
+            Err(f) => &f.attempts,
+        };
+        for pair in attempts.windows(2) {
+            state.metrics().fallback(&pair[0].model, &pair[1].model);
+        }
+        note.attempts = attempts
+            .iter()
+            .map(|a| match &a.error {
+                None => format!("{}@{}: ok", a.model, a.budget),
+                Some(e) => format!("{}@{}: {e}", a.model, a.budget),
+            })
+            .collect();
+        let fallen = match fallen {
+            Ok(fallen) => fallen,
+            Err(failure) => {
+                note.model = state.r2().model_name(decision.choice.model).to_owned();
+                note.budget = Some(decision.choice.budget.to_string());
+                let error = match failure.error {
+                    r2_router::Error::Llm(e) => ApiError::from(e),
+                    other => ApiError::from(other),
+                };
+                return Ok(note.on(Err(error)));
+            }
+        };
+        let option = fallen.option;
+        let name = state.r2().model_name(option.model).to_owned();
+        note.model = name.clone();
+        note.budget = Some(option.budget.to_string());
+        let attempts = fallen.attempts.len();
+        let from = fallen.fallback_from().map(str::to_owned);
+        let mut response = respond(
+            &state,
+            fallen.value,
+            option.model,
+            Some(&name),
+            client_wants_usage,
+            reference,
+            &mut note,
+        );
+        decision_headers(&state, &option, &mut response);
+        set_header(&mut response, "x-r2-attempts", &attempts.to_string());
+        if let Some(from) = from {
+            set_header(&mut response, "x-r2-fallback-from", &from);
+        }
+        Ok(note.on(Ok(response)))
     } else if let Some(index) = state.pool_index(&head.model) {
-        let llm = state.r2().llm().ok_or_else(ApiError::no_provider)?;
         let entry = state.r2().pool_model(index);
         forward.insert("model".into(), Value::String(entry.openrouter_id.clone()));
         let name = entry.name.clone();
-        let answer = forward_request(&state, llm, forward, stream, None).await;
-        let answer = answer.map(|mut response| {
+        let mut note = Note {
+            model: name.clone(),
+            ..Note::default()
+        };
+        let started = Instant::now();
+        let sent = send(&state, llm, forward, stream).await;
+        note.provider_ms = ms(started);
+        let answer = sent.map_err(ApiError::from).map(|sent| {
+            let mut response = respond(
+                &state,
+                sent,
+                index,
+                None,
+                client_wants_usage,
+                None,
+                &mut note,
+            );
             set_header(&mut response, "x-r2-model", &name);
             response
         });
-        Ok(DecisionNote::unrouted(name).on(answer))
+        Ok(note.on(answer))
     } else {
         Err(ApiError::model_not_found(&head.model))
     }
 }
 
-/// The text of the last `user` message: its string content, or the `text` parts of a content
-/// array joined by newlines. `None` when there is no such message or it has no text.
-fn last_user_text(messages: &[ChatMessage]) -> Option<String> {
-    let message = messages.iter().rev().find(|m| m.role == "user")?;
-    let text = match &message.content {
-        Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter(|part| part.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|part| part.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => return None,
-    };
-    (!text.is_empty()).then_some(text)
+fn ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Sends `body` to the provider and answers with its answer: JSON with `model` set to `rename`
-/// (when routed), or the provider's stream passed through. The call is timed as the router
-/// times its own generations ([`Observer::generated`]).
-async fn forward_request(
+/// Whether the client's `stream_options.include_usage` is true.
+fn include_usage(body: &Map<String, Value>) -> bool {
+    body.get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
+/// Sets `stream_options.include_usage`, keeping the client's other stream options.
+fn ask_for_usage(body: &mut Map<String, Value>) {
+    let options = body
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !options.is_object() {
+        *options = Value::Object(Map::new());
+    }
+    if let Some(options) = options.as_object_mut() {
+        options.insert("include_usage".into(), Value::Bool(true));
+    }
+}
+
+/// Sends `body` to the provider: the whole JSON answer, or a stream checked up to its first
+/// event (so that a provider answering HTML or broken JSON fails here, before the client got a
+/// byte, and another model can be tried). Timed as the router times its own generations.
+async fn send(
     state: &AppState,
     llm: &r2_llm::LlmClient,
     body: Map<String, Value>,
     stream: bool,
-    rename: Option<&str>,
-) -> Result<Response, ApiError> {
+) -> Result<Sent, r2_llm::Error> {
     let body = Value::Object(body);
     let started = Instant::now();
-    if stream {
-        // Checked up to the first event, so that a provider answering HTML or broken JSON is a
-        // 502 here as it is without streaming, not a 200 with a broken stream.
-        let raw = llm.complete_raw_stream_checked(&body).await;
-        state.metrics().generated(started.elapsed());
-        let raw = raw.map_err(|e| state.provider_failed(e))?;
-        let content_type = raw.content_type().unwrap_or("text/event-stream").to_owned();
-        let body = Body::from_stream(sse::pass_through(
-            raw,
-            rename.map(str::to_owned),
-            state.clone(),
-            llm.url().to_owned(),
-            llm.options().max_event_bytes,
-        ));
-        let mut response = body.into_response();
-        set_header(&mut response, header::CONTENT_TYPE.as_str(), &content_type);
-        set_header(&mut response, header::CACHE_CONTROL.as_str(), "no-cache");
-        return Ok(response);
-    }
-    let answer = llm.complete_raw(&body).await;
+    let sent = if stream {
+        llm.complete_raw_stream_checked(&body)
+            .await
+            .map(Sent::Stream)
+    } else {
+        llm.complete_raw(&body).await.map(Sent::Json)
+    };
     state.metrics().generated(started.elapsed());
-    let mut answer = answer.map_err(|e| state.provider_failed(e))?;
-    if let (Some(name), Some(object)) = (rename, answer.as_object_mut()) {
-        object.insert("model".into(), Value::String(name.to_owned()));
+    if let Err(e) = &sent {
+        let (kind, _) = crate::error::provider_failure(e);
+        state.metrics().provider_error(kind);
     }
-    Ok(axum::Json(answer).into_response())
+    sent
 }
 
-/// The `x-r2-*` headers of a routed answer (values rounded as `r2 route --json` prints them).
-fn decision_headers(state: &AppState, decision: &Decision, response: &mut Response) {
+/// The client's answer: JSON with `model` set to `rename` (when routed) and `x-r2-cost-usd`, or
+/// the provider's stream passed through (its cost counted when it ends). Counts the spend of
+/// model `model` against `reference`.
+fn respond(
+    state: &AppState,
+    sent: Sent,
+    model: usize,
+    rename: Option<&str>,
+    client_wants_usage: bool,
+    reference: Option<f64>,
+    note: &mut Note,
+) -> Response {
+    let entry = state.r2().pool_model(model);
+    let prices = Prices {
+        input_per_million: entry.input_price_per_million,
+        output_per_million: entry.output_price_per_million,
+    };
+    let name = state.r2().model_name(model).to_owned();
+    match sent {
+        Sent::Json(mut answer) => {
+            let usage: Usage = answer
+                .get("usage")
+                .and_then(|u| serde_json::from_value(u.clone()).ok())
+                .unwrap_or_default();
+            let cost = usage.cost_usd(prices);
+            state.metrics().spent(&name, cost, reference);
+            note.prompt_tokens = Some(usage.prompt_tokens);
+            note.completion_tokens = Some(usage.completion_tokens);
+            note.cost_usd = Some(cost);
+            if let (Some(name), Some(object)) = (rename, answer.as_object_mut()) {
+                object.insert("model".into(), Value::String(name.to_owned()));
+            }
+            let mut response = axum::Json(answer).into_response();
+            set_header(&mut response, "x-r2-cost-usd", &cost.to_string());
+            response
+        }
+        Sent::Stream(raw) => {
+            let content_type = raw.content_type().unwrap_or("text/event-stream").to_owned();
+            let llm = state.r2().llm().expect("a stream came from the provider");
+            let metrics = state.clone();
+            let on_end = move |usage: Option<Usage>| {
+                let cost = usage.unwrap_or_default().cost_usd(prices);
+                metrics.metrics().spent(&name, cost, reference);
+            };
+            let body = Body::from_stream(sse::pass_through(
+                raw,
+                sse::Rewrite {
+                    model: rename.map(str::to_owned),
+                    strip_usage: !client_wants_usage,
+                },
+                state.clone(),
+                llm.url().to_owned(),
+                llm.options().max_event_bytes,
+                Box::new(on_end),
+            ));
+            let mut response = body.into_response();
+            set_header(&mut response, header::CONTENT_TYPE.as_str(), &content_type);
+            set_header(&mut response, header::CACHE_CONTROL.as_str(), "no-cache");
+            response
+        }
+    }
+}
+
+/// The `x-r2-*` headers of the option that answered (values rounded as `r2 route --json` prints
+/// them).
+fn decision_headers(state: &AppState, option: &RouteOption, response: &mut Response) {
     let report = state.r2().report();
-    let choice = report.option(&decision.choice);
+    let choice = report.option(option);
     set_header(response, "x-r2-model", choice.model);
     set_header(response, "x-r2-budget", &choice.budget.to_string());
     set_header(

@@ -105,7 +105,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use r2_router::r2_core::{Decision, RouteParams};
-use r2_router::{r2_llm, R2Router, RoutePlan, RouteRequest};
+use r2_router::{r2_llm, FallbackPolicy, R2Router, RouteOn, RoutePlan, RouteRequest};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
@@ -181,6 +181,16 @@ pub struct ServeOptions {
     /// [`DEFAULT_DRAIN_TIMEOUT`]); then the remaining connections are closed and
     /// [`serve`] returns.
     pub drain_timeout: Duration,
+    /// Which user message a conversation is routed on (default [`RouteOn::First`]: every turn
+    /// lands on the same model and budget); a request's `r2.route_on` overrides it.
+    pub route_on: RouteOn,
+    /// Other models tried when the chosen one fails, and the deadline of all attempts.
+    pub fallback: FallbackPolicy,
+    /// The pool model spend is compared against (name or provider id); default: the available
+    /// model with the highest output price.
+    pub reference_model: Option<String>,
+    /// Put the routed text in the access log (default: never).
+    pub log_prompts: bool,
 }
 
 impl Default for ServeOptions {
@@ -195,6 +205,10 @@ impl Default for ServeOptions {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            route_on: RouteOn::default(),
+            fallback: FallbackPolicy::default(),
+            reference_model: None,
+            log_prompts: false,
         }
     }
 }
@@ -211,6 +225,10 @@ impl std::fmt::Debug for ServeOptions {
             .field("idle_timeout", &self.idle_timeout)
             .field("send_timeout", &self.send_timeout)
             .field("drain_timeout", &self.drain_timeout)
+            .field("route_on", &self.route_on)
+            .field("fallback", &self.fallback)
+            .field("reference_model", &self.reference_model)
+            .field("log_prompts", &self.log_prompts)
             .finish()
     }
 }
@@ -235,6 +253,8 @@ struct Inner {
     limit: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     ready: ready::Readiness,
+    /// The router's index of the reference model.
+    reference: usize,
 }
 
 impl AppState {
@@ -259,6 +279,7 @@ impl AppState {
             models.insert(r2.model_name(index).to_owned(), index);
         }
         let models_json = Bytes::from(models_list(&r2).to_string());
+        let reference = r2.reference_model(options.reference_model.as_deref())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 limit: Arc::new(Semaphore::new(options.max_concurrency)),
@@ -269,6 +290,7 @@ impl AppState {
                 models_json,
                 metrics,
                 ready: ready::Readiness::default(),
+                reference,
             }),
         })
     }
@@ -301,6 +323,11 @@ impl AppState {
     /// The metrics served on `/metrics`.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The router's index of the reference model of spend accounting.
+    pub fn reference_model(&self) -> usize {
+        self.inner.reference
     }
 
     /// The router's model index of a pool model named by name or provider id.
@@ -369,6 +396,7 @@ pub fn router(state: AppState) -> axum::Router {
         .layer(middleware::from_fn_with_state(state.clone(), read_body));
     let protected = limited
         .route("/metrics", get(metrics_text))
+        .route("/v1/r2/stats", get(stats))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_key));
@@ -460,6 +488,11 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+async fn stats(State(state): State<AppState>) -> Response {
+    let reference = state.r2().model_name(state.inner.reference);
+    axum::Json(state.inner.metrics.stats(reference)).into_response()
+}
+
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(method.as_str(), uri.path())
 }
@@ -511,34 +544,39 @@ fn endpoint_label(path: &str) -> &'static str {
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
+        "/v1/r2/stats" => "/v1/r2/stats",
         _ => "other",
     }
 }
 
-/// What a request log line says about the model a request went to: put into the response's
-/// extensions by the handlers, read by [`log_requests`].
-#[derive(Debug, Clone)]
-struct DecisionNote {
-    /// The pool model.
+/// What a request's access-log line says beyond its status: put into the response's extensions
+/// by the handlers, read by [`log_requests`].
+#[derive(Debug, Clone, Default)]
+struct Note {
+    /// The pool model that answered (or, when every attempt failed, the first choice).
     model: String,
     /// The budget (`unlimited` or a number of tokens); none for an unrouted request.
     budget: Option<String>,
+    /// Each option tried: `model@budget: ok` or `model@budget: error`.
+    attempts: Vec<String>,
+    embed_ms: u64,
+    route_ms: u64,
+    provider_ms: u64,
+    /// The provider's token counts and their cost (unknown for a stream when the head is sent).
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    cost_usd: Option<f64>,
+    /// The routed text, only with [`ServeOptions::log_prompts`].
+    prompt: Option<String>,
 }
 
-impl DecisionNote {
-    /// A routing decision.
+impl Note {
+    /// A routing decision (`/v1/route`).
     fn routed(r2: &R2Router, decision: &Decision) -> Self {
         Self {
             model: r2.model_name(decision.choice.model).to_owned(),
             budget: Some(decision.choice.budget.to_string()),
-        }
-    }
-
-    /// A request forwarded unrouted to the pool model `model`.
-    fn unrouted(model: String) -> Self {
-        Self {
-            model,
-            budget: None,
+            ..Self::default()
         }
     }
 
@@ -550,21 +588,60 @@ impl DecisionNote {
     }
 }
 
-/// Counts every request (`r2_requests_total`) and logs it once its head is ready: answers of 500
-/// and more at `error` level (the whole error, which no client sees), the others at `debug`; with
-/// the decision or the error the handlers left in the response's extensions.
+/// The request id: the client's `x-request-id` when it is short and printable, else a new one
+/// (process start time and a counter, in hex).
+fn request_id(request: &Request) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static EPOCH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let given = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
+    match given {
+        Some(id) => id.to_owned(),
+        None => {
+            let epoch = EPOCH.get_or_init(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            });
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("{epoch:x}-{n:x}")
+        }
+    }
+}
+
+/// Counts every request (`r2_requests_total`) and writes its access-log line once its head is
+/// ready (target `r2_serve::access`; one JSON object with `--log-format json`): request id,
+/// status, model and budget, the attempts, tokens, cost, and embed/route/provider/total
+/// milliseconds — never a key, and the prompt only with [`ServeOptions::log_prompts`]. Answers of
+/// 500 and more at `error` level with the whole error (which no client sees), chat and route
+/// requests at `info`, the others at `debug`. The response carries `x-request-id`.
 async fn log_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let endpoint = endpoint_label(request.uri().path());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
+    let id = request_id(&request);
+    let mut response = next.run(request).await;
+    set_header(&mut response, "x-request-id", &id);
     let status = response.status().as_u16();
     state.inner.metrics.request(endpoint, status);
-    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let decision = response.extensions().get::<DecisionNote>();
-    let model = decision.map(|d| d.model.as_str());
-    let budget = decision.and_then(|d| d.budget.as_deref());
+    let total_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let note = response.extensions().get::<Note>();
+    let model = note.map(|d| d.model.as_str());
+    let budget = note.and_then(|d| d.budget.as_deref());
+    let attempts = note
+        .filter(|n| !n.attempts.is_empty())
+        .map(|n| n.attempts.join(" | "));
+    let attempt_count = note.map_or(0, |n| n.attempts.len());
+    let (embed_ms, route_ms, provider_ms) =
+        note.map_or((0, 0, 0), |n| (n.embed_ms, n.route_ms, n.provider_ms));
+    let prompt_tokens = note.and_then(|n| n.prompt_tokens);
+    let completion_tokens = note.and_then(|n| n.completion_tokens);
+    let cost_usd = note.and_then(|n| n.cost_usd);
+    let prompt = note.and_then(|n| n.prompt.as_deref());
     let error = response
         .extensions()
         .get::<error::ErrorNote>()
@@ -573,11 +650,24 @@ async fn log_requests(State(state): State<AppState>, request: Request, next: Nex
     macro_rules! log {
         ($level:expr) => {
             tracing::event!(
+                target: "r2_serve::access",
                 $level,
+                request_id = %id,
                 status,
-                elapsed_ms,
+                method = %method,
+                path = %path,
                 model,
                 budget,
+                attempts = attempt_count,
+                attempt_log = attempts,
+                prompt_tokens,
+                completion_tokens,
+                cost_usd,
+                embed_ms,
+                route_ms,
+                provider_ms,
+                total_ms,
+                prompt,
                 error,
                 "r2 serve: {status} {method} {path}"
             )
@@ -585,6 +675,8 @@ async fn log_requests(State(state): State<AppState>, request: Request, next: Nex
     }
     if status >= 500 {
         log!(tracing::Level::ERROR);
+    } else if matches!(endpoint, "/v1/chat/completions" | "/v1/route") {
+        log!(tracing::Level::INFO);
     } else {
         log!(tracing::Level::DEBUG);
     }

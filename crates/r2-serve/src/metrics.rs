@@ -2,6 +2,9 @@
 //! per server, no globals. Embedding, routing and provider timings and the decisions come from
 //! the router through [`Observer`]; requests and provider errors from the gateway.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -47,13 +50,39 @@ struct ErrorLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    from: String,
+    to: String,
+}
+
+/// Spend totals since the start, for `GET /v1/r2/stats`.
+#[derive(Debug, Default)]
+struct Totals {
+    requests: u64,
+    spend_usd: f64,
+    reference_spend_usd: f64,
+    /// Per pool model: answered requests and their spend.
+    models: BTreeMap<String, (u64, f64)>,
+}
+
 /// Every metric of the server, in its own registry:
 ///
 /// - `r2_requests_total{endpoint, status}` (counter): HTTP requests answered;
 /// - `r2_embed_seconds`, `r2_route_seconds`, `r2_provider_seconds` (histograms): the time to
 ///   embed the texts of one request, to route its embeddings, of one provider call;
 /// - `r2_decisions_total{model, budget}` (counter, every pair from the start): decisions;
-/// - `r2_provider_errors_total{kind}` (counter): failed provider calls.
+/// - `r2_provider_errors_total{kind}` (counter): failed provider calls;
+/// - `r2_fallbacks_total{from, to}` (counter): a failed option's model and the model tried next;
+/// - `r2_spend_usd_total{model}` (counter): the actual cost of answered requests (`usage` × the
+///   pool's prices), by the model that answered;
+/// - `r2_reference_spend_usd_total` (counter): what the same routed requests would have cost on
+///   the reference model (its predicted unlimited output tokens).
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -66,6 +95,10 @@ pub struct Metrics {
     per_model: usize,
     budgets: Vec<u32>,
     provider_errors: Family<ErrorLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
+    spend: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    reference_spend: Counter<f64, AtomicU64>,
+    totals: Mutex<Totals>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -116,6 +149,25 @@ impl Metrics {
             provider_errors.clone(),
         );
 
+        let fallbacks = Family::<FallbackLabels, Counter>::default();
+        registry.register(
+            "r2_fallbacks",
+            "Provider calls that failed and moved on to another model, by from and to model",
+            fallbacks.clone(),
+        );
+        let spend = Family::<ModelLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "r2_spend_usd",
+            "Actual cost of answered requests in USD (usage times the pool's prices), by model",
+            spend.clone(),
+        );
+        let reference_spend = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "r2_reference_spend_usd",
+            "What the routed requests would have cost on the reference model, in USD",
+            reference_spend.clone(),
+        );
+
         let budgets = router.budgets().to_vec();
         let per_model = budgets.len() + 1;
         let mut decisions = Vec::with_capacity(router.models().len() * per_model);
@@ -139,7 +191,64 @@ impl Metrics {
             per_model,
             budgets,
             provider_errors,
+            fallbacks,
+            spend,
+            reference_spend,
+            totals: Mutex::new(Totals::default()),
         }
+    }
+
+    /// Counts a call to `from` that failed and moved on to `to`.
+    pub fn fallback(&self, from: &str, to: &str) {
+        let labels = FallbackLabels {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        };
+        self.fallbacks.get_or_create(&labels).inc();
+    }
+
+    /// Adds an answered request: its model, actual cost and (for a routed one) what the
+    /// reference model would have cost.
+    pub fn spent(&self, model: &str, cost_usd: f64, reference_usd: Option<f64>) {
+        let labels = ModelLabels {
+            model: model.to_owned(),
+        };
+        self.spend.get_or_create(&labels).inc_by(cost_usd);
+        if let Some(reference) = reference_usd {
+            self.reference_spend.inc_by(reference);
+        }
+        let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        totals.requests += 1;
+        totals.spend_usd += cost_usd;
+        totals.reference_spend_usd += reference_usd.unwrap_or(cost_usd);
+        let entry = totals.models.entry(model.to_owned()).or_default();
+        entry.0 += 1;
+        entry.1 += cost_usd;
+    }
+
+    /// The body of `GET /v1/r2/stats`: answered requests, spend, reference spend and what was
+    /// saved against it, in total and per model. (An unrouted request counts its own cost as
+    /// its reference.)
+    pub fn stats(&self, reference_model: &str) -> serde_json::Value {
+        let totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        let models: serde_json::Map<String, serde_json::Value> = totals
+            .models
+            .iter()
+            .map(|(name, (requests, spend))| {
+                (
+                    name.clone(),
+                    serde_json::json!({"requests": requests, "spend_usd": spend}),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "requests": totals.requests,
+            "spend_usd": totals.spend_usd,
+            "reference_model": reference_model,
+            "reference_spend_usd": totals.reference_spend_usd,
+            "saved_usd": totals.reference_spend_usd - totals.spend_usd,
+            "models": models,
+        })
     }
 
     /// Counts a request answered with `status` on `endpoint`.

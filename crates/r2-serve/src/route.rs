@@ -10,7 +10,7 @@ use r2_router::{RoutePlan, RouteRequest, PARALLEL_THRESHOLD};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{body_bytes, parse_json, ApiError, AppState, DecisionNote};
+use crate::{body_bytes, parse_json, ApiError, AppState, Note};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,7 +102,7 @@ pub(crate) async fn handle(
         Input::Query(query) => {
             let decision = state.route_query(query.clone(), &plan).await?;
             let response = json(&report.decision(&decision, id, Some(&query), verbose));
-            Ok(DecisionNote::routed(state.r2(), &decision).on(Ok(response)))
+            Ok(Note::routed(state.r2(), &decision).on(Ok(response)))
         }
         Input::Embedding(embedding) => {
             check_dimensions(&state, std::slice::from_ref(&embedding))?;
@@ -114,7 +114,7 @@ pub(crate) async fn handle(
                 .pop()
                 .ok_or_else(|| ApiError::internal("the router gave no decision for one query"))?;
             let response = json(&report.decision(&decision, id, None, verbose));
-            Ok(DecisionNote::routed(state.r2(), &decision).on(Ok(response)))
+            Ok(Note::routed(state.r2(), &decision).on(Ok(response)))
         }
         Input::Queries(queries) => {
             let tokens = batch_tokens(each_tokens, queries.len(), |i| {

@@ -1,5 +1,8 @@
 //! Passing a provider's server-sent events through: complete lines go on as soon as they arrive,
-//! with `model` rewritten in the JSON of `data:` lines when the request was routed. Only the
+//! with `model` rewritten in the JSON of `data:` lines when the request was routed. The usage the
+//! gateway asked for (`stream_options.include_usage`) is read from the stream for its cost and,
+//! when the client did not ask for it, taken out: the usage-only chunk (empty `choices`) is
+//! dropped and a `usage` on a content chunk removed. Only the
 //! line being read is held back, and at most `limit` bytes of it (r2-llm's raw stream already
 //! stops at its `max_event_bytes`; this is the gateway's own bound). A provider's JSON answer to a
 //! stream request (already read whole and checked by r2-llm) passes through unchanged.
@@ -8,10 +11,22 @@ use std::convert::Infallible;
 
 use axum::body::Bytes;
 use futures_util::{Stream, StreamExt};
-use r2_router::r2_llm::{self, RawStream};
+use r2_router::r2_llm::{self, RawStream, Usage};
 use serde_json::Value;
 
 use crate::AppState;
+
+/// What is changed in the events passed on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Rewrite {
+    /// `model` in every chunk (a routed request).
+    pub model: Option<String>,
+    /// Take the usage out (the client did not ask for it).
+    pub strip_usage: bool,
+}
+
+/// Called once when the stream ends, fails or is dropped, with the usage it carried.
+pub(crate) type OnEnd = Box<dyn FnOnce(Option<Usage>) + Send>;
 
 /// The provider's stream for the client. A provider error in the middle of the stream (the
 /// status is already sent) ends it with one more event, `data: {"error": {...}}`, in the shape of
@@ -19,16 +34,17 @@ use crate::AppState;
 /// provider in the error).
 pub(crate) fn pass_through(
     raw: RawStream,
-    model: Option<String>,
+    rewrite: Rewrite,
     state: AppState,
     url: String,
     limit: usize,
+    on_end: OnEnd,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
     // JSON (a provider that ignored `"stream": true`) is not made of lines: it passes unchanged.
     let json = raw
         .content_type()
         .is_some_and(|t| t.trim_start().starts_with("application/json"));
-    let lines = Lines::new(model, limit);
+    let lines = Lines::new(rewrite, limit, on_end);
     futures_util::stream::unfold(Some((raw, lines, state)), move |s| {
         let url = url.clone();
         async move {
@@ -50,9 +66,11 @@ pub(crate) fn pass_through(
                     Some(Err(e)) => e,
                     None => {
                         let rest = lines.finish();
+                        lines.end();
                         return (!rest.is_empty()).then_some((Ok(rest), None));
                     }
                 };
+                lines.end();
                 // A cut line is dropped; the blank line ends any event left open.
                 let error = state.provider_failed(failed);
                 tracing::error!(
@@ -73,26 +91,35 @@ struct TooLong;
 /// Splits a byte stream into complete lines and rewrites `model` in `data:` lines.
 struct Lines {
     pending: Vec<u8>,
-    model: Option<String>,
+    rewrite: Rewrite,
     /// The most bytes of an incomplete line held back.
     limit: usize,
+    /// The last usage the stream carried.
+    usage: Option<Usage>,
+    on_end: Option<OnEnd>,
 }
 
 impl Lines {
-    fn new(model: Option<String>, limit: usize) -> Self {
+    fn new(rewrite: Rewrite, limit: usize, on_end: OnEnd) -> Self {
         Self {
             pending: Vec::new(),
-            model,
+            rewrite,
             limit,
+            usage: None,
+            on_end: Some(on_end),
+        }
+    }
+
+    /// Hands the usage seen to the end callback (once).
+    fn end(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(self.usage.take());
         }
     }
 
     /// Takes a chunk; returns every line it completes (with the ones held back before), or
     /// [`TooLong`] when the line left incomplete is longer than the limit.
     fn push(&mut self, chunk: &[u8]) -> Result<Bytes, TooLong> {
-        if self.pending.is_empty() && self.model.is_none() && chunk.ends_with(b"\n") {
-            return Ok(Bytes::copy_from_slice(chunk));
-        }
         self.pending.extend_from_slice(chunk);
         let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else {
             return if self.pending.len() > self.limit {
@@ -115,13 +142,10 @@ impl Lines {
         self.rewrite(rest)
     }
 
-    fn rewrite(&self, lines: Vec<u8>) -> Bytes {
-        let Some(model) = &self.model else {
-            return Bytes::from(lines);
-        };
+    fn rewrite(&mut self, lines: Vec<u8>) -> Bytes {
         let mut out = Vec::with_capacity(lines.len() + 32);
         for line in lines.split_inclusive(|&b| b == b'\n') {
-            match rewrite_line(line, model) {
+            match rewrite_line(line, &self.rewrite, &mut self.usage) {
                 Some(rewritten) => out.extend_from_slice(&rewritten),
                 None => out.extend_from_slice(line),
             }
@@ -130,9 +154,17 @@ impl Lines {
     }
 }
 
-/// `line` with `model` set to `model`, when it is a `data:` line of a JSON object that has a
-/// `model`; `None` to keep the line as it is.
-fn rewrite_line(line: &[u8], model: &str) -> Option<Vec<u8>> {
+impl Drop for Lines {
+    fn drop(&mut self) {
+        // A client that went away mid-stream: the usage seen so far still counts.
+        self.end();
+    }
+}
+
+/// `line` rewritten, when it is a `data:` line of a JSON object: `model` set to the rewrite's,
+/// its `usage` read into `usage` (and taken out when stripping; a usage-only chunk becomes an
+/// empty line); `None` to keep the line as it is.
+fn rewrite_line(line: &[u8], rewrite: &Rewrite, usage: &mut Option<Usage>) -> Option<Vec<u8>> {
     let content = line.strip_suffix(b"\n").unwrap_or(line);
     let content = content.strip_suffix(b"\r").unwrap_or(content);
     let ending = &line[content.len()..];
@@ -144,8 +176,30 @@ fn rewrite_line(line: &[u8], model: &str) -> Option<Vec<u8>> {
     let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(payload) else {
         return None;
     };
-    let slot = object.get_mut("model")?;
-    *slot = Value::String(model.to_owned());
+    let mut changed = false;
+    if let Some(seen) = object.get("usage").filter(|u| u.is_object()) {
+        if let Ok(seen) = serde_json::from_value::<Usage>(seen.clone()) {
+            *usage = Some(seen);
+        }
+        if rewrite.strip_usage {
+            let usage_only = object
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty);
+            if usage_only {
+                return Some(Vec::new());
+            }
+            object.remove("usage");
+            changed = true;
+        }
+    }
+    if let (Some(model), Some(slot)) = (&rewrite.model, object.get_mut("model")) {
+        *slot = Value::String(model.clone());
+        changed = true;
+    }
+    if !changed {
+        return None;
+    }
     let mut out = b"data: ".to_vec();
     out.extend_from_slice(Value::Object(object).to_string().as_bytes());
     out.extend_from_slice(ending);
@@ -156,9 +210,55 @@ fn rewrite_line(line: &[u8], model: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    fn rw(model: Option<String>) -> Rewrite {
+        Rewrite {
+            model,
+            strip_usage: false,
+        }
+    }
+
+    #[test]
+    fn usage_is_read_and_stripped_when_the_client_did_not_ask() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let record = seen.clone();
+        let mut lines = Lines::new(
+            Rewrite {
+                model: None,
+                strip_usage: true,
+            },
+            1 << 20,
+            Box::new(move |usage| *record.lock().unwrap() = Some(usage)),
+        );
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let out = lines.push(stream.as_bytes()).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            concat!(
+                "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+                "data: {\"choices\":[{\"delta\":{}}]}\n\n",
+                "\n",
+                "data: [DONE]\n\n"
+            )
+        );
+        drop(lines);
+        let usage = seen.lock().unwrap().unwrap().unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (3, 2));
+        // Asked for by the client: passed on as it came.
+        let mut lines = Lines::new(rw(None), 1 << 20, Box::new(|_| {}));
+        assert_eq!(
+            &lines.push(stream.as_bytes()).unwrap()[..],
+            stream.as_bytes()
+        );
+    }
+
     #[test]
     fn lines_are_held_until_complete_and_model_is_rewritten() {
-        let mut lines = Lines::new(Some("GLM-4.5-Air".into()), 1 << 20);
+        let mut lines = Lines::new(rw(Some("GLM-4.5-Air".into())), 1 << 20, Box::new(|_| {}));
         let event = "data: {\"id\":\"x\",\"model\":\"z-ai/glm-4.5-air\",\"choices\":[]}\n\n";
         let (a, b) = event.split_at(20);
         assert!(lines.push(a.as_bytes()).unwrap().is_empty());
@@ -174,7 +274,7 @@ mod tests {
 
     #[test]
     fn without_a_model_bytes_pass_unchanged() {
-        let mut lines = Lines::new(None, 1 << 20);
+        let mut lines = Lines::new(rw(None), 1 << 20, Box::new(|_| {}));
         let event = b"data: {\"model\":\"m\"}\n\n";
         assert_eq!(&lines.push(event).unwrap()[..], event);
         assert!(lines.push(b"data: {\"mo").unwrap().is_empty());
@@ -189,14 +289,14 @@ mod tests {
     #[test]
     fn an_incomplete_line_over_the_limit_is_too_long() {
         for model in [None, Some("M".to_owned())] {
-            let mut lines = Lines::new(model, 8);
+            let mut lines = Lines::new(rw(model), 8, Box::new(|_| {}));
             assert!(lines.push(b"data: 1").unwrap().is_empty());
             assert_eq!(lines.push(b"23"), Err(TooLong));
-            let mut lines = Lines::new(None, 8);
+            let mut lines = Lines::new(rw(None), 8, Box::new(|_| {}));
             assert_eq!(&lines.push(b"ok\ndata: 1").unwrap()[..], b"ok\n");
             assert_eq!(lines.push(b"\n0123456789"), Err(TooLong));
             // Long streams of short lines are fine.
-            let mut lines = Lines::new(None, 8);
+            let mut lines = Lines::new(rw(None), 8, Box::new(|_| {}));
             for _ in 0..100 {
                 assert_eq!(lines.push(b"data: 1\n\n").unwrap().len(), 9);
             }
@@ -211,7 +311,11 @@ mod tests {
             "event: x\n",
             "data:[DONE]\n",
         ] {
-            assert_eq!(rewrite_line(line.as_bytes(), "M"), None, "{line}");
+            assert_eq!(
+                rewrite_line(line.as_bytes(), &rw(Some("M".into())), &mut None),
+                None,
+                "{line}"
+            );
         }
     }
 }

@@ -44,15 +44,26 @@ fn find_case(gateway: &Gateway, unlimited: bool) -> (GoldenInput, f64, Decision)
 #[tokio::test]
 async fn routed_chat_puts_the_budget_prompt_first_calls_the_chosen_model_and_names_it() {
     let gateway = Gateway::start(Setup::default()).await;
-    let (g, lambda, decision) = find_case(&gateway, false);
+    let (g, lambda, _) = find_case(&gateway, false);
+    // Routed on the first user message (the embeddings server knows only `query<id>`), with the
+    // whole prompt's input tokens.
+    let messages = json!([
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": format!("query{}", g.id)},
+        {"role": "assistant", "content": "earlier answer"},
+        {"role": "user", "content": "a follow-up question"},
+    ]);
+    let mut params = gateway.state.default_params().clone();
+    params.lambda = lambda;
+    let tokens = r2_router::chat::prompt_tokens(messages.as_array().unwrap());
+    let decision = gateway
+        .state
+        .r2()
+        .route(&g.embedding, tokens, &params)
+        .unwrap();
     let body = json!({
         "model": "r2-router",
-        "messages": [
-            {"role": "system", "content": "You are terse."},
-            {"role": "user", "content": "earlier question"},
-            {"role": "assistant", "content": "earlier answer"},
-            {"role": "user", "content": format!("query{}", g.id)},
-        ],
+        "messages": messages,
         "temperature": 0.2,
         "max_tokens": 77,
         "user": "u-1",
@@ -342,12 +353,15 @@ async fn provider_500_is_502_and_counted() {
         .post("/v1/chat/completions", &chat("r2-router", "query0"))
         .await;
 
+    // The first choice and its two fallbacks (the default), each failing.
+    assert_eq!(response.headers().get("x-r2-attempts"), None);
     error_body(response, 502, "provider_error").await;
     let metrics = metrics(&gateway).await;
     assert_eq!(
         sample(&metrics, "r2_provider_errors_total{kind=\"server_error\"}"),
-        1.0
+        3.0
     );
+    assert_eq!(gateway.provider_requests().len(), 3);
 }
 
 #[tokio::test]

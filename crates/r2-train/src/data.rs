@@ -968,7 +968,12 @@ pub fn load_sources(sources: &DataSources, options: &LoadOptions) -> Result<Data
             Format::Parquet => table::read_parquet(&mut collector, &path, sources)?,
         }
     }
-    let embeddings = match options.embeddings {
+    // An `r2 collect` folder brings its embeddings.
+    let collected_embeddings = sources
+        .paths
+        .iter()
+        .find_map(|p| collect_folder(p).then(|| p.join(COLLECTED_EMBEDDINGS)));
+    let embeddings = match options.embeddings.or(collected_embeddings.as_deref()) {
         None => None,
         Some(path) if Format::is_npy(path) => {
             let ids = sources
@@ -1035,12 +1040,27 @@ impl Format {
     }
 }
 
-/// The data files of `paths`: files as they are, folders' data files in name order.
+/// The records and embeddings of an `r2 collect` output folder (beside its `manifest.json`).
+const COLLECTED_RECORDS: &str = "records.jsonl";
+const COLLECTED_EMBEDDINGS: &str = "embeddings.jsonl";
+
+/// Whether `path` is a folder `r2 collect` wrote: its records are `records.jsonl` only (not the
+/// answers, failures or manifest beside it) and its embeddings `embeddings.jsonl`.
+fn collect_folder(path: &Path) -> bool {
+    path.join("manifest.json").is_file() && path.join(COLLECTED_RECORDS).is_file()
+}
+
+/// The data files of `paths`: files as they are, folders' data files in name order (an
+/// `r2 collect` folder's records file only).
 fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DataError> {
     let mut files = Vec::new();
     for path in paths {
         if !path.is_dir() {
             files.push(path.clone());
+            continue;
+        }
+        if collect_folder(path) {
+            files.push(path.join(COLLECTED_RECORDS));
             continue;
         }
         let entries = std::fs::read_dir(path).map_err(|source| {
