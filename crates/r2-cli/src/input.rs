@@ -10,17 +10,26 @@ use r2_router::vector::Vector;
 use serde::Deserialize;
 
 /// One line of the embeddings file.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct InputLine {
-    /// Echoed in the decision; `query_id` (as `r2 collect` and `r2 train` data name it) works too.
-    #[serde(default, alias = "query_id")]
     pub id: Option<serde_json::Value>,
-    #[serde(default)]
     pub query: Option<String>,
     pub embedding: Vector,
-    #[serde(default)]
     pub input_tokens: Option<u64>,
+}
+
+/// A line as JSON has it; the embedding is usually parsed aside ([`r2_router::vector::from_str_with`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLine {
+    /// Echoed in the decision; `query_id` (as `r2 collect` and `r2 train` data name it) works too.
+    #[serde(default, alias = "query_id")]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    embedding: Option<Vector>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
 }
 
 /// One line of a `.npy` array's rows file: its id, input tokens and text, all optional.
@@ -261,13 +270,28 @@ fn parse_line(line: &str, number: usize, label: &str, dim: usize) -> Result<Inpu
         (1, Some(rest)) => rest,
         _ => line,
     };
-    let parsed: InputLine = serde_json::from_str(line).map_err(|e| {
-        anyhow!(
-            "{label}: line {number}, column {}: {}",
-            e.column(),
-            strip_position(&e)
-        )
-    })?;
+    let (raw, fast) = r2_router::vector::from_str_with::<RawLine>(line, "embedding", false)
+        .map_err(|e| {
+            anyhow!(
+                "{label}: line {number}, column {}: {}",
+                e.column(),
+                strip_position(&e)
+            )
+        })?;
+    let embedding = match (fast.and_then(|mut v| v.pop()), raw.embedding) {
+        (Some(values), _) | (None, Some(Vector(values))) => Vector(values),
+        // Where serde_json would say it: the end of the object.
+        (None, None) => bail!(
+            "{label}: line {number}, column {}: missing field `embedding`",
+            line.trim_end().len()
+        ),
+    };
+    let parsed = InputLine {
+        id: raw.id,
+        query: raw.query,
+        embedding,
+        input_tokens: raw.input_tokens,
+    };
     if parsed.embedding.0.len() != dim {
         bail!(
             "{label}: line {number}: the embedding has {} values, the router expects {dim}",

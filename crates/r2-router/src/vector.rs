@@ -4,8 +4,10 @@
 //! number parsing altogether. `r2 route --embeddings` and `/v1/route` read embeddings through
 //! [`Vector`].
 
+use std::ops::Range;
+
 use base64::Engine;
-use serde::de::Error as _;
+use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -19,6 +21,152 @@ impl<'de> Deserialize<'de> for Vector {
         // below, at once.
         let raw = Box::<RawValue>::deserialize(deserializer)?;
         parse(raw.get()).map(Vector).map_err(D::Error::custom)
+    }
+}
+
+/// `json` (an object) as `T`, with the value of its top-level field `key` parsed by [`parse`]
+/// (or, for an array of embeddings, [`parse_many`] with `many`) without going through
+/// `serde_json`'s number parsing, and `T` seeing `null` there. Anything unusual (no such field,
+/// an escaped key, text that is not JSON, a value [`parse`] refuses) takes the plain
+/// `serde_json` path, so errors are `serde_json`'s (with [`Vector`]'s messages).
+pub fn from_str_with<T: DeserializeOwned>(
+    json: &str,
+    key: &str,
+    many: bool,
+) -> serde_json::Result<(T, Option<Vec<Vec<f64>>>)> {
+    let fast = field_range(json, key).and_then(|range| {
+        let value = &json[range.clone()];
+        let values = if many {
+            parse_many(value).ok()?
+        } else {
+            vec![parse(value).ok()?]
+        };
+        let mut rest = String::with_capacity(json.len() - range.len() + 4);
+        rest.push_str(&json[..range.start]);
+        rest.push_str("null");
+        rest.push_str(&json[range.end..]);
+        Some((rest, values))
+    });
+    match fast {
+        Some((rest, values)) => Ok((serde_json::from_str(&rest)?, Some(values))),
+        None => Ok((serde_json::from_str(json)?, None)),
+    }
+}
+
+/// The byte range of the value of the top-level field `key` of the JSON object `json`, found by
+/// skipping strings and nested values without parsing them; `None` when it is not there (or the
+/// text is not shaped as expected).
+pub fn field_range(json: &str, key: &str) -> Option<Range<usize>> {
+    let b = json.as_bytes();
+    let mut at = 0;
+    let space = |at: &mut usize| {
+        while *at < b.len() && b[*at].is_ascii_whitespace() {
+            *at += 1;
+        }
+    };
+    space(&mut at);
+    if b.get(at) != Some(&b'{') {
+        return None;
+    }
+    at += 1;
+    loop {
+        space(&mut at);
+        if b.get(at) != Some(&b'"') {
+            return None;
+        }
+        let key_start = at + 1;
+        at = skip_string(b, at)?;
+        let name = &b[key_start..at - 1];
+        space(&mut at);
+        if b.get(at) != Some(&b':') {
+            return None;
+        }
+        at += 1;
+        space(&mut at);
+        let value_start = at;
+        at = skip_value(b, at)?;
+        if name == key.as_bytes() {
+            return Some(value_start..at);
+        }
+        space(&mut at);
+        match b.get(at) {
+            Some(b',') => at += 1,
+            _ => return None,
+        }
+    }
+}
+
+/// The index after the string starting at `at` (a `"`).
+fn skip_string(b: &[u8], mut at: usize) -> Option<usize> {
+    at += 1;
+    while at < b.len() {
+        match b[at] {
+            b'"' => return Some(at + 1),
+            b'\\' => at += 2,
+            _ => at += 1,
+        }
+    }
+    None
+}
+
+/// The index after the value starting at `at`: a string, or anything up to the `,`, `}` or `]`
+/// that ends it at its own depth.
+fn skip_value(b: &[u8], mut at: usize) -> Option<usize> {
+    if b.get(at) == Some(&b'"') {
+        return skip_string(b, at);
+    }
+    let mut depth = 0usize;
+    while at < b.len() {
+        match b[at] {
+            b'"' => {
+                at = skip_string(b, at)?;
+                continue;
+            }
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' if depth == 0 => return Some(at),
+            b']' | b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(at + 1);
+                }
+            }
+            b',' if depth == 0 => return Some(at),
+            _ => {}
+        }
+        at += 1;
+    }
+    (depth == 0).then_some(at)
+}
+
+/// The embeddings of a JSON array of embeddings (each an array of numbers or a base64 string).
+pub fn parse_many(json: &str) -> Result<Vec<Vec<f64>>, String> {
+    let b = json.trim().as_bytes();
+    if b.first() != Some(&b'[') {
+        return Err("a list of embeddings is an array".into());
+    }
+    let text = json.trim();
+    let mut out = Vec::new();
+    let mut at = 1;
+    let space = |at: &mut usize| {
+        while *at < b.len() && b[*at].is_ascii_whitespace() {
+            *at += 1;
+        }
+    };
+    space(&mut at);
+    if b.get(at) == Some(&b']') {
+        return Ok(out);
+    }
+    loop {
+        space(&mut at);
+        let start = at;
+        at = skip_value(b, at).ok_or("a list of embeddings that is not JSON")?;
+        out.push(parse(&text[start..at]).map_err(|e| format!("embedding {}: {e}", out.len() + 1))?);
+        space(&mut at);
+        match b.get(at) {
+            Some(b',') => at += 1,
+            Some(b']') => return Ok(out),
+            _ => return Err("a list of embeddings that is not JSON".into()),
+        }
     }
 }
 
@@ -64,7 +212,9 @@ fn numbers(json: &str) -> Result<Vec<f64>, String> {
                 values.len() + 1
             ));
         }
-        let (value, used) = fast_float2::parse_partial::<f64, _>(rest)
+        let used = json_number_len(rest)
+            .ok_or_else(|| format!("embedding value {} is not a number", values.len() + 1))?;
+        let value = fast_float2::parse::<f64, _>(&rest[..used])
             .map_err(|_| format!("embedding value {} is not a number", values.len() + 1))?;
         values.push(value);
         at += used;
@@ -75,6 +225,41 @@ fn numbers(json: &str) -> Result<Vec<f64>, String> {
             Some(_) => return Err(format!("embedding value {} is not a number", values.len())),
         }
     }
+}
+
+/// The length of the JSON number at the start of `b` (`-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`).
+fn json_number_len(b: &[u8]) -> Option<usize> {
+    let mut at = usize::from(b.first() == Some(&b'-'));
+    let digits = |at: &mut usize| {
+        let start = *at;
+        while *at < b.len() && b[*at].is_ascii_digit() {
+            *at += 1;
+        }
+        *at > start
+    };
+    match b.get(at) {
+        Some(b'0') => at += 1,
+        Some(c) if c.is_ascii_digit() => {
+            digits(&mut at);
+        }
+        _ => return None,
+    }
+    if b.get(at) == Some(&b'.') {
+        at += 1;
+        if !digits(&mut at) {
+            return None;
+        }
+    }
+    if matches!(b.get(at), Some(b'e' | b'E')) {
+        at += 1;
+        if matches!(b.get(at), Some(b'+' | b'-')) {
+            at += 1;
+        }
+        if !digits(&mut at) {
+            return None;
+        }
+    }
+    Some(at)
 }
 
 /// Little-endian float32 values from base64 (standard alphabet, padding optional).
@@ -138,6 +323,62 @@ mod tests {
         ] {
             let got = parse(json).unwrap_err();
             assert!(got.contains(error), "{json}: {got}");
+        }
+    }
+
+    #[test]
+    fn the_field_is_found_at_the_top_level_only() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Line {
+            id: serde_json::Value,
+            embedding: Option<Vector>,
+            query: Option<String>,
+        }
+        let json = r#"{"id": {"embedding": [9]}, "query": "a \"embedding\": [8] }", "embedding" : [1, 2.5e-1 ] }"#;
+        let range = field_range(json, "embedding").unwrap();
+        assert_eq!(&json[range], "[1, 2.5e-1 ]");
+        let (line, values) = from_str_with::<Line>(json, "embedding", false).unwrap();
+        assert_eq!(values, Some(vec![vec![1.0, 0.25]]));
+        assert_eq!(line.embedding, None);
+        assert_eq!(line.query.as_deref(), Some("a \"embedding\": [8] }"));
+        assert_eq!(line.id, serde_json::json!({"embedding": [9]}));
+        // Not there, or not usable: serde_json's path and errors.
+        assert_eq!(field_range(r#"{"id": 1}"#, "embedding"), None);
+        let (line, values) =
+            from_str_with::<Line>(r#"{"id": 1, "embedding": [3]}"#, "nothing", false).unwrap();
+        assert_eq!((line.embedding, values), (Some(Vector(vec![3.0])), None));
+        let err = from_str_with::<Line>(r#"{"id": 1, "embedding": [1, "x"]}"#, "embedding", false)
+            .unwrap_err();
+        assert!(err.to_string().contains("value 2 is not a number"), "{err}");
+        let err = from_str_with::<Line>(r#"{"id": 1, "embedding": [1, 01]}"#, "embedding", false)
+            .unwrap_err();
+        assert!(err.is_syntax(), "{err}");
+        let err = from_str_with::<Line>(
+            r#"{"id": 1, "embedding": [1], "embedding": [2]}"#,
+            "embedding",
+            false,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("duplicate field"), "{err}");
+        // Many.
+        let text = to_base64_f32(&[0.5]);
+        let many = format!(r#"[[1, 2], "{text}", []]"#);
+        assert_eq!(
+            parse_many(&many).unwrap(),
+            vec![vec![1.0, 2.0], vec![0.5], vec![]]
+        );
+        assert!(parse_many("[[1], [true]]")
+            .unwrap_err()
+            .contains("embedding 2"));
+    }
+
+    #[test]
+    fn json_numbers_are_checked_as_json_defines_them() {
+        for ok in ["0", "-0", "1.5", "1e5", "1E-5", "-12.25e+3"] {
+            assert_eq!(json_number_len(ok.as_bytes()), Some(ok.len()), "{ok}");
+        }
+        for bad in ["-", ".5", "1.", "1e", "+1", "inf", "NaN"] {
+            assert!(json_number_len(bad.as_bytes()) != Some(bad.len()), "{bad}");
         }
     }
 

@@ -55,12 +55,38 @@ enum Input {
     Embeddings(Vec<Vec<f64>>),
 }
 
+/// The body, its embeddings' numbers parsed aside ([`r2_router::vector::from_str_with`]); on any
+/// error the plain path, so that errors are classified as for every other body.
+fn read_body(bytes: &[u8]) -> Result<RouteBody, ApiError> {
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let fast = std::str::from_utf8(text).ok().and_then(|text| {
+        for (key, many) in [("embedding", false), ("embeddings", true)] {
+            if r2_router::vector::field_range(text, key).is_some() {
+                let (mut body, values) =
+                    r2_router::vector::from_str_with::<RouteBody>(text, key, many).ok()?;
+                let mut values = values?;
+                if many {
+                    body.embeddings = Some(values.into_iter().map(Vector).collect());
+                } else {
+                    body.embedding = values.pop().map(Vector);
+                }
+                return Some(body);
+            }
+        }
+        None
+    });
+    match fast {
+        Some(body) => Ok(body),
+        None => parse_json(bytes),
+    }
+}
+
 pub(crate) async fn handle(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(body, &state)?;
-    let body: RouteBody = parse_json(&bytes)?;
+    let body = read_body(&bytes)?;
     let (all_tokens, each_tokens) = match body.input_tokens {
         None => (None, None),
         Some(InputTokens::All(n)) => (Some(n), None),
