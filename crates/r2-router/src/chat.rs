@@ -84,6 +84,23 @@ pub fn routing_text(messages: &[Value], route_on: RouteOn) -> Option<String> {
     }
 }
 
+/// The messages whose input tokens a routing decision counts: with [`RouteOn::First`], those up to
+/// and including the first user message with text (the first turn's prompt, the same on every
+/// later turn, so the decision cannot drift as the conversation grows); with [`RouteOn::Last`],
+/// all of them (the whole prompt, as it is billed).
+pub fn routing_prompt(messages: &[Value], route_on: RouteOn) -> &[Value] {
+    match route_on {
+        RouteOn::Last => messages,
+        RouteOn::First => {
+            let first = messages.iter().position(|m| {
+                m.get("role").and_then(Value::as_str) == Some("user")
+                    && m.get("content").and_then(content_text).is_some()
+            });
+            &messages[..first.map_or(messages.len(), |i| i + 1)]
+        }
+    }
+}
+
 /// Upstream's input-token estimate over the whole prompt, as it is billed: the text of every
 /// message (system, user, assistant, tool) plus the arguments of assistant tool calls.
 pub fn prompt_tokens(messages: &[Value]) -> u64 {
@@ -371,6 +388,8 @@ mod tests {
             Some("second")
         );
         assert_eq!(routing_text(&messages[..2], RouteOn::First), None);
+        assert_eq!(routing_prompt(&messages, RouteOn::First), &messages[..3]);
+        assert_eq!(routing_prompt(&messages, RouteOn::Last), &messages[..]);
         let all = "be brief\nfirst\npart\n{\"a\": 1}\n42\nsecond\n43\n";
         assert_eq!(
             prompt_tokens(&messages),

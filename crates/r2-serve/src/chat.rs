@@ -97,9 +97,11 @@ pub(crate) async fn handle(
         let policy = state.options().fallback;
         let mut request = overrides.request();
         request.ranked = policy.fallbacks > 0;
-        // The cost is over the whole prompt, as it is billed.
+        // The decision counts the first turn's prompt (routing on the first message: the same on
+        // every turn) or the whole prompt (on the last); the reference cost, the whole prompt.
         let prompt_tokens = chat::prompt_tokens(&head.messages);
-        request.input_tokens = Some(prompt_tokens);
+        let routing_tokens = chat::prompt_tokens(chat::routing_prompt(&head.messages, route_on));
+        request.input_tokens = Some(routing_tokens);
         let plan = state.r2().plan(&request)?;
         let query = chat::routing_text(&head.messages, route_on).ok_or_else(|| {
             ApiError::invalid_request(format!(
@@ -114,7 +116,7 @@ pub(crate) async fn handle(
         let started = Instant::now();
         let decision = state
             .r2()
-            .route_embeddings(&embedding, &[prompt_tokens], &plan)
+            .route_embeddings(&embedding, &[routing_tokens], &plan)
             .into_result()?
             .pop()
             .ok_or_else(|| ApiError::internal("the router gave no decision for one query"))?;

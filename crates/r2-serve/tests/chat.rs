@@ -55,7 +55,10 @@ async fn routed_chat_puts_the_budget_prompt_first_calls_the_chosen_model_and_nam
     ]);
     let mut params = gateway.state.default_params().clone();
     params.lambda = lambda;
-    let tokens = r2_router::chat::prompt_tokens(messages.as_array().unwrap());
+    let tokens = r2_router::chat::prompt_tokens(r2_router::chat::routing_prompt(
+        messages.as_array().unwrap(),
+        r2_router::RouteOn::First,
+    ));
     let decision = gateway
         .state
         .r2()
