@@ -27,27 +27,32 @@ model=$work/qwen3-0.6b-random
 mkdir -p "$work"
 
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }
-cargo build --release -q -p r2-cli
-cargo run --release -q -p r2-fixtures --example random_qwen3 -- "$model"
-r2=${R2_BENCH_BIN:-$target/release/r2}
+r2=${R2_BENCH_BIN:-}
+if [ -z "$r2" ]; then
+  cargo build --release -q -p r2-cli
+  r2=$target/release/r2
+fi
+if [ ! -f "$model/model.safetensors" ]; then
+  cargo run --release -q -p r2-fixtures --example random_qwen3 -- "$model"
+fi
 if [ ! -f "$work/router/router.safetensors" ]; then
-  "$target/release/r2" convert --from "$shared/upstream-r2-router" --out "$work/router"
+  "$r2" convert --from "$shared/upstream-r2-router" --out "$work/router"
 fi
 
-# 40 distinct queries of about 150 characters (about 30 tokens), one JSON body a line.
+# 40 distinct queries of about 30 tokens (60 characters with the fixture's tokenizer), one JSON
+# body a line.
 python3 - > "$work/bodies.jsonl" <<'PY'
 import json
 subjects = ["a Python function", "the French revolution", "a prime sieve", "TCP and UDP",
             "photosynthesis", "a binary search tree", "the Krebs cycle", "Hamlet's plot"]
-asks = ["Explain in two short sentences how {} works and why it matters today.",
-        "Write a careful, short summary of {} for a student who is new to it.",
-        "List three common mistakes people make about {} and how to avoid them.",
-        "Compare {} with the most similar idea you know, briefly and precisely.",
-        "Give one worked example that uses {}, then state the main takeaway."]
+asks = ["Explain briefly how {} works and why it matters.",
+        "Write a short summary of {} for a new student.",
+        "List three common mistakes about {}, briefly.",
+        "Compare {} with the most similar idea, briefly.",
+        "Give one worked example that uses {}, briefly."]
 for i in range(40):
-    q = asks[i % len(asks)].format(subjects[i % len(subjects)]) + f" (case {i})"
-    q = (q + " Please be concise and accurate.")[:150]
-    print(json.dumps({"query": q}))
+    q = asks[i % len(asks)].format(subjects[i % len(subjects)]) + f" Case {i}."
+    print(json.dumps({"query": (q + " Be concise and accurate, please.")[:60]}))
 PY
 cat > "$work/route.lua" <<'LUA'
 local bodies = {}
@@ -61,18 +66,21 @@ LUA
 
 # shellcheck disable=SC2086
 "$r2" serve --checkpoints "$work/router" --embedding-model-dir "$model" \
-  --host 127.0.0.1 --port 0 ${R2_BENCH_SERVE_FLAGS:-} 2> "$work/serve.log" &
+  --host 127.0.0.1 --port 0 --drain-timeout 0 ${R2_BENCH_SERVE_FLAGS:-} 2> "$work/serve.log" &
 server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 1200); do
-  port=$(grep -oE '127\.0\.0\.1:[0-9]+' "$work/serve.log" | head -1 | cut -d: -f2 || true)
+  port=$(grep -aoE '127\.0\.0\.1:[0-9]+' "$work/serve.log" | head -1 | cut -d: -f2 || true)
   [ -n "${port:-}" ] && break
   kill -0 $server 2>/dev/null || break
   sleep 0.1
 done
 [ -n "${port:-}" ] || { echo "r2 serve did not start:" >&2; cat "$work/serve.log" >&2; exit 1; }
-curl -sf -H 'Content-Type: application/json' -d "$(head -1 "$work/bodies.jsonl")" \
-  "http://127.0.0.1:$port/v1/route" >/dev/null
+probe() { # one request, waited for: it queues behind whatever the model still runs
+  curl -sf -H 'Content-Type: application/json' -d "$(head -1 "$work/bodies.jsonl")" \
+    "http://127.0.0.1:$port/v1/route" >/dev/null
+}
+probe
 
 echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo)"
 echo "binary: $r2 ${R2_BENCH_SERVE_FLAGS:-}"
@@ -91,8 +99,11 @@ summarise() {
 }
 
 measure() { # CONNECTIONS → one summary line
+  # A warm-up; the requests it leaves in flight are given up by wrk, but a forward pass that has
+  # started runs to its end, so wait for the model to be free before measuring.
   R2_BENCH_BODIES="$work/bodies.jsonl" wrk -t1 -c"$1" -d3s --timeout 60s -s "$work/route.lua" \
     "http://127.0.0.1:$port" >/dev/null
+  probe
   R2_BENCH_BODIES="$work/bodies.jsonl" wrk -t1 -c"$1" -d"${seconds}s" --timeout 60s --latency \
     -s "$work/route.lua" "http://127.0.0.1:$port" | tee -a "$work/wrk.txt" | summarise
 }

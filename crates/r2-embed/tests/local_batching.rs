@@ -110,7 +110,7 @@ async fn concurrent_calls_get_their_own_vectors_in_fewer_forward_passes() {
             .unwrap()
             .unwrap()
             .len(),
-        32
+        8
     );
     let mut worst = 0f32;
     for (task, want) in tasks.into_iter().zip(expected) {
