@@ -120,6 +120,17 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     provider_retries: u32,
 
+    /// In-process embedder: tokens per forward pass at most. Concurrent requests that wait while
+    /// the model runs share the next pass, whole, while their token counts sum to at most this (a
+    /// longer request runs alone)
+    #[arg(long, default_value_t = r2_router::r2_embed::DEFAULT_MAX_BATCH_TOKENS, value_name = "N")]
+    max_batch_tokens: usize,
+
+    /// In-process embedder: texts waiting for a forward pass at most; a request that would pass
+    /// it gets 429 at once
+    #[arg(long, default_value_t = r2_router::r2_embed::DEFAULT_MAX_QUEUED, value_name = "N")]
+    max_queued_embeddings: usize,
+
     /// Log lines on stderr: human-readable text, or one JSON object a line (for log collectors).
     /// Failed requests (5xx) are logged at `error`; RUST_LOG=r2_serve=debug logs every request
     #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
@@ -162,6 +173,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         embed_url: args.embedder.embed_url.clone(),
         embedding_model_dir: args.embedder.embedding_model_dir.clone(),
         embed_batch_size: Some(args.embedder.embed_batch_size),
+        embed_batching: r2_router::r2_embed::BatchOptions {
+            max_batch_tokens: args.max_batch_tokens,
+            max_queued: args.max_queued_embeddings,
+        },
         llm_api_base: args.llm_api_base.clone(),
         llm_api_key: args.llm_api_key.clone().map(r2_router::r2_llm::ApiKey::new),
         llm_options: Some(r2_router::r2_llm::LlmOptions {

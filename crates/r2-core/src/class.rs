@@ -15,6 +15,8 @@ pub enum ErrorClass {
     UpstreamTimeout,
     /// A server r2 depends on is rate limiting (HTTP 429 after the retry policy).
     RateLimited,
+    /// r2 itself is at capacity (e.g. the in-process embedder's queue is full): retry shortly.
+    Overloaded,
     /// Something needed is not set up or not reachable here (no provider configured, offline and
     /// not cached, a server that cannot be reached).
     Unavailable,
@@ -37,12 +39,13 @@ pub trait Classify: std::error::Error {
 
 impl ErrorClass {
     /// Every class, in declaration order.
-    pub const ALL: [ErrorClass; 7] = [
+    pub const ALL: [ErrorClass; 8] = [
         ErrorClass::InvalidInput,
         ErrorClass::NotFound,
         ErrorClass::UpstreamFailure,
         ErrorClass::UpstreamTimeout,
         ErrorClass::RateLimited,
+        ErrorClass::Overloaded,
         ErrorClass::Unavailable,
         ErrorClass::Internal,
     ];

@@ -7,7 +7,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What can go wrong when embedding queries.
 ///
 /// Each variant says what was wrong, where (URL, file, text index) and, where it helps, what to do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A text to embed is empty: it has no last token to pool.
@@ -105,6 +105,20 @@ pub enum Error {
     /// The in-process model's worker thread is gone (it panicked or was shut down).
     #[error("the embedding worker thread stopped: {0}")]
     Worker(String),
+
+    /// The in-process model's queue is full: `queued` texts are waiting for a forward pass and
+    /// the request would take the queue past `limit` (`BatchOptions::max_queued`). Nothing was
+    /// done; retry shortly.
+    #[error(
+        "the in-process embedder is overloaded: {queued} texts are already waiting, the queue \
+         holds at most {limit}; retry shortly"
+    )]
+    Overloaded {
+        /// Texts waiting when the request arrived.
+        queued: usize,
+        /// The queue's limit, in texts.
+        limit: usize,
+    },
 }
 
 /// The class of each error, as `r2-serve` answers it: everything the embedding server does
@@ -114,7 +128,7 @@ pub enum Error {
 impl r2_core::Classify for Error {
     fn class(&self) -> r2_core::ErrorClass {
         use r2_core::ErrorClass::{
-            Internal, InvalidInput, Unavailable, UpstreamFailure, UpstreamTimeout,
+            Internal, InvalidInput, Overloaded, Unavailable, UpstreamFailure, UpstreamTimeout,
         };
         match self {
             Error::EmptyText { .. } | Error::TooLong { .. } => InvalidInput,
@@ -133,6 +147,8 @@ impl r2_core::Classify for Error {
             // A model folder that does not hold a usable model, or a forward pass that failed;
             // the tokenizer failing on a text; the worker thread gone.
             Error::Model { .. } | Error::Tokenizer(_) | Error::Worker(_) => Internal,
+            // The in-process model's own capacity, not a server r2 depends on.
+            Error::Overloaded { .. } => Overloaded,
         }
     }
 
@@ -164,6 +180,10 @@ impl r2_core::Classify for Error {
             Error::AnswerTooLarge { .. } => "the embedding server's answer is larger than any \
                                              answer to the request could be"
                 .to_owned(),
+            Error::Overloaded { .. } => {
+                "the server is at its limit of texts waiting to be embedded: retry shortly"
+                    .to_owned()
+            }
             Error::InvalidUrl { .. }
             | Error::Model { .. }
             | Error::Tokenizer(_)
@@ -206,6 +226,13 @@ mod tests {
                 ErrorClass::UpstreamFailure,
             ),
             (Error::Worker("gone".into()), ErrorClass::Internal),
+            (
+                Error::Overloaded {
+                    queued: 3,
+                    limit: 4,
+                },
+                ErrorClass::Overloaded,
+            ),
         ];
         for (error, class) in cases {
             assert_eq!(error.class(), class, "{error:?}");

@@ -7,17 +7,20 @@
 //! - `http` (default): `VllmEmbedder`, a client of any OpenAI-compatible `/v1/embeddings` server.
 //!   Answers are bounded by `VllmEmbedder::answer_limit(texts, dim)` bytes (1 MiB + texts × (dim ×
 //!   64 + 1024)); past it the call fails with `Error::AnswerTooLarge` without reading the rest.
-//! - `local`: `LocalQwen3Embedder`, Qwen3 run in-process with candle on the CPU.
+//! - `local`: `LocalQwen3Embedder`, Qwen3 run in-process with candle on the CPU; concurrent calls
+//!   share forward passes (`BatchOptions`), and a full queue is `Error::Overloaded`.
 //!
 //! Architecture invariant: this crate turns texts into vectors and nothing else: it knows nothing of
 //! routing, checkpoints of the router, or the command line. Backends return plain `Vec<f32>`s.
 
+mod batch;
 mod error;
 #[cfg(feature = "local")]
 pub mod local;
 #[cfg(feature = "http")]
 mod vllm;
 
+pub use batch::{BatchOptions, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_QUEUED};
 pub use error::{Error, Result};
 #[cfg(feature = "local")]
 pub use local::LocalQwen3Embedder;

@@ -6,6 +6,7 @@
 
 pub mod collect;
 pub mod hub;
+pub mod qwen3;
 
 use std::path::{Path, PathBuf};
 

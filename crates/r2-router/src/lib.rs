@@ -194,6 +194,9 @@ pub struct Options {
     pub embedding_model_dir: Option<PathBuf>,
     /// Texts per embedding request or forward pass (default 64).
     pub embed_batch_size: Option<usize>,
+    /// How the in-process embedder batches concurrent calls and bounds its queue (default: 8192
+    /// tokens per batch, 1024 texts waiting). Not used with `embed_url`.
+    pub embed_batching: r2_embed::BatchOptions,
     /// An OpenAI-compatible chat API base, e.g. `https://openrouter.ai/api/v1`. Without it the
     /// router routes but does not generate.
     pub llm_api_base: Option<String>,
@@ -562,7 +565,10 @@ pub async fn make_embedder(
                 ..VllmOptions::default()
             },
         )?),
-        (None, dir) => local_embedder(dir.as_deref(), pool, options.progress).await?,
+        (None, dir) => {
+            let batching = options.embed_batching;
+            local_embedder(dir.as_deref(), pool, options.progress, batching).await?
+        }
     };
     Ok(embedder)
 }
@@ -572,22 +578,32 @@ async fn local_embedder(
     dir: Option<&Path>,
     pool: &PoolConfig,
     progress: bool,
+    batching: r2_embed::BatchOptions,
 ) -> Result<Box<dyn Embedder>> {
     use r2_embed::LocalQwen3Embedder;
     Ok(match dir {
         Some(dir) => {
             // Loading maps and converts the weights: blocking work, kept off the async threads.
             let dir = dir.to_path_buf();
-            let loaded = tokio::task::spawn_blocking(move || LocalQwen3Embedder::from_dir(&dir))
-                .await
-                .map_err(|e| r2_embed::Error::Worker(e.to_string()))?;
+            let loaded = tokio::task::spawn_blocking(move || {
+                LocalQwen3Embedder::from_dir_with(&dir, batching)
+            })
+            .await
+            .map_err(|e| r2_embed::Error::Worker(e.to_string()))?;
             Box::new(loaded?)
         }
-        None => Box::new(LocalQwen3Embedder::from_hub(&pool.embedding_model, progress).await?),
+        None => Box::new(
+            LocalQwen3Embedder::from_hub_with(&pool.embedding_model, progress, batching).await?,
+        ),
     })
 }
 
 #[cfg(not(feature = "local"))]
-async fn local_embedder(_: Option<&Path>, _: &PoolConfig, _: bool) -> Result<Box<dyn Embedder>> {
+async fn local_embedder(
+    _: Option<&Path>,
+    _: &PoolConfig,
+    _: bool,
+    _: r2_embed::BatchOptions,
+) -> Result<Box<dyn Embedder>> {
     Err(Error::NoLocalEmbedding)
 }

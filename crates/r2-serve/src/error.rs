@@ -265,7 +265,10 @@ impl ApiError {
             code,
             message,
             detail: Some(e.to_string()),
-            header: Header::None,
+            header: match class {
+                ErrorClass::Overloaded => Header::RetryAfter,
+                _ => Header::None,
+            },
         }
     }
 
@@ -368,7 +371,7 @@ fn class_answer(
     upstream: Option<Upstream>,
 ) -> (StatusCode, &'static str, &'static str) {
     use ErrorClass::{
-        Internal, InvalidInput, NotFound, RateLimited, Unavailable, UpstreamFailure,
+        Internal, InvalidInput, NotFound, Overloaded, RateLimited, Unavailable, UpstreamFailure,
         UpstreamTimeout,
     };
     use Upstream::{Embedding, Provider};
@@ -399,6 +402,12 @@ fn class_answer(
             StatusCode::TOO_MANY_REQUESTS,
             RATE_LIMIT,
             "provider_rate_limited",
+        ),
+        // The gateway's own capacity (e.g. the in-process embedder's queue), whichever part.
+        (Overloaded, _) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            RATE_LIMIT,
+            "server_overloaded",
         ),
         (UpstreamFailure, None) => (StatusCode::BAD_GATEWAY, UPSTREAM, "upstream_error"),
         (NotFound | UpstreamFailure | Unavailable, Some(Provider)) => {
@@ -499,6 +508,15 @@ mod tests {
             (ApiError::model_not_found("m"), 404, "model_not_found"),
             (ApiError::overloaded(1), 429, "server_overloaded"),
             (
+                r2_router::Error::from(r2_embed::Error::Overloaded {
+                    queued: 1024,
+                    limit: 1024,
+                })
+                .into(),
+                429,
+                "server_overloaded",
+            ),
+            (
                 r2_core::Error::InvalidLambda { got: 2.0 }.into(),
                 422,
                 "invalid_lambda",
@@ -556,6 +574,8 @@ mod tests {
                     InvalidInput => assert!(status.is_client_error()),
                     UpstreamTimeout => assert_eq!(status, StatusCode::GATEWAY_TIMEOUT),
                     Internal => assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR),
+                    // r2's own capacity: clients back off and retry.
+                    Overloaded => assert_eq!(status, StatusCode::TOO_MANY_REQUESTS),
                     // The provider's rate limit is passed on, so that clients back off.
                     RateLimited if upstream != Some(Upstream::Embedding) => {
                         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS)

@@ -12,15 +12,25 @@
 //!   residual, RMSNorm → SwiGLU MLP → residual; final RMSNorm. Weights in bfloat16 or float16 are
 //!   upcast to float32 when loaded. There is no `lm_head`: logits are never computed.
 //! - **Pooling**: the hidden state of the last token, L2-normalised.
-//! - **Batching**: the texts of one call run as left-padded batches (split into sub-batches of at
-//!   most 32 texts and about 8192 padded tokens, similar lengths together). Positions start at 0
-//!   at each sequence's first real token and padding is masked, so a text's vector does not depend
-//!   on the other texts of the call (beyond float rounding, about 1e-6).
+//! - **Batching**: texts run as left-padded batches (forward passes of at most 32 texts and
+//!   [`BatchOptions::max_batch_tokens`] tokens, padding included, similar lengths together).
+//!   Positions start at 0 at each sequence's first real token and padding is masked, so a text's
+//!   vector does not depend on the other texts of its batch (beyond float rounding, about 1e-6).
+//! - **Concurrent calls** share forward passes, as in text-embeddings-inference's queue: calls
+//!   that arrive while the model runs wait in a queue; when the model is free, the next batch
+//!   takes the waiting calls in arrival order, each call whole, while the sum of their token
+//!   counts (without padding) stays within [`BatchOptions::max_batch_tokens`] (the first call
+//!   always goes in, however long), and runs their texts together as above. An idle model starts
+//!   on a call at once: nothing waits for company. The queue holds at most
+//!   [`BatchOptions::max_queued`] texts; a call that would take it past that is refused at once
+//!   with [`Error::Overloaded`] (a call when nothing waits is always accepted, however many texts
+//!   it has). [`LocalQwen3Embedder::forward_passes`] counts the forward passes run.
 //! - **Threads**: the model lives on a dedicated worker thread owned by the embedder; `embed`
-//!   sends the texts there and awaits the answer, so it never blocks the tokio runtime. Calls from
-//!   several tasks queue up and run one after the other (each one uses every core through candle's
-//!   thread pool). A panic in the worker is reported as [`Error::Worker`]. Dropping the embedder
-//!   ends the thread, after the batch in progress.
+//!   sends the texts there and awaits the answer, so it never blocks the tokio runtime; texts are
+//!   tokenized on that thread as they arrive. A forward pass uses every core through candle's
+//!   thread pool. A panic in a batch is reported to every call in it as [`Error::Worker`]; a call
+//!   whose future was dropped is skipped (and a batch whose calls were all dropped stops early).
+//!   Dropping the embedder ends the thread, after the batch in progress.
 //! - **Memory**: the weights are memory-mapped while loading and copied into float32 tensors:
 //!   Qwen3-0.6B holds 2.4 GB, and loading its bfloat16 file peaks at about 3.5 GB (the mapped
 //!   file and the copies). They are loaded once per embedder: share one embedder (it is
@@ -38,6 +48,7 @@ mod worker;
 
 use std::cmp::Reverse;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokenizers::Tokenizer;
@@ -45,15 +56,11 @@ use tokenizers::Tokenizer;
 use self::config::Qwen3Config;
 use self::files::ModelFiles;
 use self::model::{Checkpoint, Qwen3Model};
-use self::worker::Worker;
-use crate::{check_embeddings, check_texts, Embedder, Error, Result};
+use self::worker::{Batcher, Limits, Worker};
+use crate::{check_embeddings, check_texts, BatchOptions, Embedder, Error, Result};
 
 /// At most this many texts run in one forward pass.
 const MAX_BATCH_TEXTS: usize = 32;
-
-/// At most this many tokens, padding included, run in one forward pass (unless a single text is
-/// longer).
-const MAX_BATCH_TOKENS: usize = 8192;
 
 /// The fixed cost of one forward pass in tokens, used to weigh padding against more passes: every
 /// pass reads all the weights once, which costs about as much as computing this many tokens.
@@ -67,7 +74,9 @@ pub struct LocalQwen3Embedder {
     name: String,
     dim: usize,
     tokenizer: Arc<Tokenizer>,
-    worker: Worker<Vec<String>, Vec<Vec<f32>>>,
+    /// Forward passes run so far (shared with the worker thread).
+    passes: Arc<AtomicU64>,
+    worker: Worker<Engine>,
 }
 
 impl std::fmt::Debug for LocalQwen3Embedder {
@@ -88,8 +97,13 @@ impl LocalQwen3Embedder {
     /// weights that do not match the config are [`Error::Model`] naming the file, and the field
     /// or tensor.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        Self::from_dir_with(dir, BatchOptions::default())
+    }
+
+    /// [`from_dir`](Self::from_dir) with the batching of concurrent calls set by `batch`.
+    pub fn from_dir_with(dir: &Path, batch: BatchOptions) -> Result<Self> {
         let files = ModelFiles::in_dir(dir)?;
-        Self::load(files, dir.display().to_string())
+        Self::load(files, dir.display().to_string(), batch)
     }
 
     /// Fetches `repo` (e.g. `Qwen/Qwen3-0.6B`) into the Hugging Face cache on first use, then
@@ -103,9 +117,14 @@ impl LocalQwen3Embedder {
     /// [`Error::Download`] naming the file and saying what to do, or those of
     /// [`from_dir`](Self::from_dir).
     pub async fn from_hub(repo: &str, progress: bool) -> Result<Self> {
+        Self::from_hub_with(repo, progress, BatchOptions::default()).await
+    }
+
+    /// [`from_hub`](Self::from_hub) with the batching of concurrent calls set by `batch`.
+    pub async fn from_hub_with(repo: &str, progress: bool, batch: BatchOptions) -> Result<Self> {
         let files = hub::fetch(repo, progress).await?;
         let name = repo.to_owned();
-        tokio::task::spawn_blocking(move || Self::load(files, name))
+        tokio::task::spawn_blocking(move || Self::load(files, name, batch))
             .await
             .map_err(|e| Error::Worker(format!("loading the model failed: {e}")))?
     }
@@ -115,7 +134,13 @@ impl LocalQwen3Embedder {
         tokenize(&self.tokenizer, text).map_err(Error::Tokenizer)
     }
 
-    fn load(files: ModelFiles, name: String) -> Result<Self> {
+    /// Forward passes run so far by this embedder (each over one batch of texts), e.g. to see
+    /// that concurrent calls shared them.
+    pub fn forward_passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
+    }
+
+    fn load(files: ModelFiles, name: String, batch: BatchOptions) -> Result<Self> {
         let cfg = Qwen3Config::from_file(&files.config)?;
         let tokenizer = Arc::new(load_tokenizer(&files.tokenizer, &cfg)?);
         let checkpoint = Checkpoint::open(&files.weights)?;
@@ -124,20 +149,24 @@ impl LocalQwen3Embedder {
         drop(checkpoint);
 
         let dim = model.config().hidden_size;
+        let passes = Arc::new(AtomicU64::new(0));
         let engine = Engine {
             model,
             tokenizer: tokenizer.clone(),
             weights: files.weights[0].clone(),
+            max_batch_tokens: batch.max_batch_tokens,
+            passes: passes.clone(),
         };
-        let worker = Worker::spawn(
-            "r2-embed-qwen3",
-            engine,
-            |engine, texts: Vec<String>, cancelled| engine.embed(&texts, cancelled),
-        )?;
+        let limits = Limits {
+            max_batch_cost: batch.max_batch_tokens,
+            max_queued: batch.max_queued,
+        };
+        let worker = Worker::spawn("r2-embed-qwen3", engine, limits)?;
         Ok(Self {
             name,
             dim,
             tokenizer,
+            passes,
             worker,
         })
     }
@@ -150,7 +179,7 @@ impl Embedder for LocalQwen3Embedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let embeddings = self.worker.call(texts.to_vec()).await?;
+        let embeddings = self.worker.call(texts.to_vec(), texts.len()).await?;
         check_embeddings(&self.name, &embeddings, self.dim)?;
         Ok(embeddings)
     }
@@ -170,10 +199,46 @@ struct Engine {
     tokenizer: Arc<Tokenizer>,
     /// The (first) weights file, named in errors of the forward pass.
     weights: PathBuf,
+    /// Tokens, padding included, per forward pass at most (unless one text is longer).
+    max_batch_tokens: usize,
+    passes: Arc<AtomicU64>,
+}
+
+impl Batcher for Engine {
+    type Request = Vec<String>;
+    /// The token ids of each text of a call.
+    type Ready = Vec<Vec<u32>>;
+    type Response = Vec<Vec<f32>>;
+
+    fn prepare(&mut self, texts: Vec<String>) -> Result<Vec<Vec<u32>>> {
+        self.tokenize(&texts)
+    }
+
+    fn cost(&self, seqs: &Vec<Vec<u32>>) -> usize {
+        seqs.iter().map(Vec::len).sum()
+    }
+
+    fn run(
+        &mut self,
+        calls: &[&Vec<Vec<u32>>],
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
+        let seqs: Vec<&[u32]> = calls
+            .iter()
+            .flat_map(|c| c.iter())
+            .map(Vec::as_slice)
+            .collect();
+        let mut vectors = self.embed(&seqs, cancelled)?.into_iter();
+        Ok(calls
+            .iter()
+            .map(|c| vectors.by_ref().take(c.len()).collect())
+            .collect())
+    }
 }
 
 impl Engine {
-    fn embed(&mut self, texts: &[String], cancelled: &dyn Fn() -> bool) -> Result<Vec<Vec<f32>>> {
+    /// The token ids of `texts`, each non-empty and within the model's length.
+    fn tokenize(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
         let max_tokens = self.model.config().max_position_embeddings;
         let mut seqs = Vec::with_capacity(texts.len());
         for (index, text) in texts.iter().enumerate() {
@@ -191,19 +256,24 @@ impl Engine {
             }
             seqs.push(ids);
         }
+        Ok(seqs)
+    }
 
+    /// One vector per sequence, in order, from forward passes of similar lengths.
+    fn embed(&mut self, seqs: &[&[u32]], cancelled: &dyn Fn() -> bool) -> Result<Vec<Vec<f32>>> {
         // Longest first, then cut into sub-batches of similar lengths.
         let mut order: Vec<usize> = (0..seqs.len()).collect();
         order.sort_by_key(|&i| Reverse(seqs[i].len()));
         let lengths: Vec<usize> = order.iter().map(|&i| seqs[i].len()).collect();
         let mut out = vec![Vec::new(); seqs.len()];
         let mut rest = order.as_slice();
-        for size in plan_batches(&lengths) {
+        for size in plan_batches(&lengths, self.max_batch_tokens) {
             if cancelled() {
                 return Err(Error::Worker("the call was cancelled".to_owned()));
             }
             let (chunk, tail) = rest.split_at(size);
-            let batch: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i]).collect();
+            self.passes.fetch_add(1, Ordering::Relaxed);
             let vectors = self.model.embed(&batch).map_err(|e| Error::Model {
                 path: self.weights.clone(),
                 reason: format!("the forward pass failed: {e}"),
@@ -222,8 +292,8 @@ impl Engine {
 ///
 /// A sub-batch costs its padded size (texts × longest) plus [`BATCH_OVERHEAD_TOKENS`]; the split
 /// with the least total cost is found by dynamic programming over the sorted lengths, within
-/// [`MAX_BATCH_TEXTS`] and [`MAX_BATCH_TOKENS`] per sub-batch.
-fn plan_batches(lengths: &[usize]) -> Vec<usize> {
+/// [`MAX_BATCH_TEXTS`] and `max_tokens` (padded) per sub-batch.
+fn plan_batches(lengths: &[usize], max_tokens: usize) -> Vec<usize> {
     let n = lengths.len();
     // best[k]: least cost of the first k texts, and the size of the last sub-batch.
     let mut best = vec![(0usize, 0usize); n + 1];
@@ -231,7 +301,7 @@ fn plan_batches(lengths: &[usize]) -> Vec<usize> {
         best[k] = (usize::MAX, 0);
         for size in 1..=k.min(MAX_BATCH_TEXTS) {
             let padded = size * lengths[k - size];
-            if size > 1 && padded > MAX_BATCH_TOKENS {
+            if size > 1 && padded > max_tokens {
                 break;
             }
             let cost = best[k - size].0 + padded + BATCH_OVERHEAD_TOKENS;
@@ -285,27 +355,32 @@ fn load_tokenizer(path: &Path, cfg: &Qwen3Config) -> Result<Tokenizer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DEFAULT_MAX_BATCH_TOKENS;
+
+    fn plan_batches_default(lengths: &[usize]) -> Vec<usize> {
+        plan_batches(lengths, DEFAULT_MAX_BATCH_TOKENS)
+    }
 
     #[test]
     fn batches_group_similar_lengths() {
-        assert_eq!(plan_batches(&[]), Vec::<usize>::new());
-        assert_eq!(plan_batches(&[5]), vec![1]);
+        assert_eq!(plan_batches_default(&[]), Vec::<usize>::new());
+        assert_eq!(plan_batches_default(&[5]), vec![1]);
         // One long text does not pad eleven short ones to its length.
         let mut lengths = vec![361];
         lengths.extend([27, 13, 12, 11, 10, 9, 8, 8, 7, 1, 1]);
-        let sizes = plan_batches(&lengths);
+        let sizes = plan_batches_default(&lengths);
         assert_eq!(sizes[0], 1, "{sizes:?}");
         assert!(sizes.len() <= 3, "{sizes:?}");
         // Equal lengths fill sub-batches of at most 32 texts.
-        let sizes = plan_batches(&[10; 70]);
+        let sizes = plan_batches_default(&[10; 70]);
         assert_eq!(sizes.len(), 3, "{sizes:?}");
         assert!(sizes.iter().all(|&s| s <= MAX_BATCH_TEXTS), "{sizes:?}");
         // Long texts respect the token budget; a text beyond it runs alone.
-        let sizes = plan_batches(&[9000, 4000, 4000, 4000]);
+        let sizes = plan_batches_default(&[9000, 4000, 4000, 4000]);
         assert_eq!((sizes[0], sizes.len()), (1, 3), "{sizes:?}");
-        let sizes = plan_batches(&[3000; 10]);
+        let sizes = plan_batches_default(&[3000; 10]);
         assert!(
-            sizes.iter().all(|&s| s * 3000 <= MAX_BATCH_TOKENS),
+            sizes.iter().all(|&s| s * 3000 <= DEFAULT_MAX_BATCH_TOKENS),
             "{sizes:?}"
         );
         assert_eq!(sizes.iter().sum::<usize>(), 10);

@@ -1,86 +1,275 @@
-//! A dedicated thread that owns some state and answers jobs one at a time.
+//! A dedicated thread that owns some state and answers requests in batches.
 //!
-//! Async callers send a job through a channel and await the answer on a `tokio::sync::oneshot`,
-//! so blocking work never runs on the tokio runtime. A panicking job answers
-//! [`Error::Worker`](crate::Error::Worker) and the thread keeps serving; a caller whose future was
-//! dropped is detected and its job skipped. Dropping the [`Worker`] closes the channel and joins
-//! the thread (after the job in progress, if any).
+//! Async callers send a request through a channel and await the answer on a
+//! `tokio::sync::oneshot`, so blocking work never runs on the tokio runtime. Requests that arrive
+//! while a batch runs wait in a queue; when the batch is done, the next one takes the waiting
+//! requests in arrival order, whole, while their costs sum to at most `max_batch_cost` (the first
+//! request always goes in, however costly), as text-embeddings-inference's queue does. Nothing
+//! waits for more requests to come: an idle worker starts on the first request at once.
+//!
+//! The queue is bounded: a request that would take the units waiting (texts, for the embedder)
+//! past `max_queued` is refused at once with [`Error::Overloaded`] — unless nothing is waiting,
+//! so that one request larger than the limit still runs. A panicking batch answers
+//! [`Error::Worker`] to every caller in it and the thread keeps serving; a caller whose future was
+//! dropped is skipped. Dropping the [`Worker`] closes the channel and joins the thread (after the
+//! batch in progress, if any).
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
 use crate::{Error, Result};
 
+/// What the worker thread does with requests.
+pub(crate) trait Batcher: Send + 'static {
+    /// A request as a caller sends it.
+    type Request: Send + 'static;
+    /// A request checked and ready to run (e.g. tokenized).
+    type Ready;
+    /// The answer to one request.
+    type Response: Send + 'static;
+
+    /// Checks and prepares one request on the worker thread (an error answers that caller only).
+    fn prepare(&mut self, request: Self::Request) -> Result<Self::Ready>;
+
+    /// The cost of a ready request, counted against `max_batch_cost`.
+    fn cost(&self, ready: &Self::Ready) -> usize;
+
+    /// Runs one batch of requests; returns one answer per request, in order. `cancelled` says
+    /// whether every caller of the batch has given up, so long batches can stop early.
+    fn run(
+        &mut self,
+        batch: &[&Self::Ready],
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<Self::Response>>;
+}
+
+/// The limits of a [`Worker`]'s batches and queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// A batch takes waiting requests while their costs sum to at most this much.
+    pub max_batch_cost: usize,
+    /// Units (given with each call) waiting at most.
+    pub max_queued: usize,
+}
+
 struct Job<Req, Resp> {
     request: Req,
+    /// The units this request adds to the queue.
+    units: usize,
     reply: oneshot::Sender<Result<Resp>>,
 }
 
-/// The handle of a worker thread answering `Req` with `Resp`.
-pub(crate) struct Worker<Req, Resp> {
-    jobs: Option<mpsc::Sender<Job<Req, Resp>>>,
+/// A prepared job waiting in the worker's queue.
+struct Waiting<Ready, Resp> {
+    ready: Ready,
+    cost: usize,
+    units: usize,
+    reply: oneshot::Sender<Result<Resp>>,
+}
+
+/// The handle of a worker thread answering `B::Request` with `B::Response`.
+pub(crate) struct Worker<B: Batcher> {
+    jobs: Option<mpsc::Sender<Job<B::Request, B::Response>>>,
+    /// Units sent and not yet taken into a batch (or skipped, or refused by `prepare`).
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
     thread: Option<JoinHandle<()>>,
 }
 
-impl<Req: Send + 'static, Resp: Send + 'static> Worker<Req, Resp> {
-    /// Starts thread `name`, which owns `state` and runs `handle` for each job.
-    ///
-    /// `handle` gets a probe that says whether the caller has given up (its future was dropped), so
-    /// long jobs can stop early.
-    pub fn spawn<S, F>(name: &str, mut state: S, mut handle: F) -> Result<Self>
-    where
-        S: Send + 'static,
-        F: FnMut(&mut S, Req, &dyn Fn() -> bool) -> Result<Resp> + Send + 'static,
-    {
-        let (jobs, queue) = mpsc::channel::<Job<Req, Resp>>();
+impl<B: Batcher> Worker<B> {
+    /// Starts thread `name`, which owns `batcher` and runs its batches within `limits`.
+    pub fn spawn(name: &str, mut batcher: B, limits: Limits) -> Result<Self> {
+        let (jobs, channel) = mpsc::channel::<Job<B::Request, B::Response>>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counter = queued.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || {
-                while let Ok(Job { request, reply }) = queue.recv() {
-                    if reply.is_closed() {
-                        continue;
-                    }
-                    let cancelled = || reply.is_closed();
-                    let answer =
-                        catch_unwind(AssertUnwindSafe(|| handle(&mut state, request, &cancelled)))
-                            .unwrap_or_else(|payload| {
-                                Err(Error::Worker(format!(
-                                    "it panicked while embedding: {}",
-                                    panic_message(payload.as_ref())
-                                )))
-                            });
-                    // The caller may have given up meanwhile; then nobody needs the answer.
-                    let _ = reply.send(answer);
-                }
-            })
+            .spawn(move || serve(&mut batcher, &channel, &counter, limits.max_batch_cost))
             .map_err(|e| Error::Worker(format!("cannot start the thread: {e}")))?;
         Ok(Self {
             jobs: Some(jobs),
+            queued,
+            max_queued: limits.max_queued,
             thread: Some(thread),
         })
     }
 
-    /// Runs `request` on the worker thread and waits (asynchronously) for the answer.
-    pub async fn call(&self, request: Req) -> Result<Resp> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
+    /// Queues `request` (`units` of the queue's limit) and waits (asynchronously) for its answer.
+    ///
+    /// The queue's limit is checked at once, when the future is first polled.
+    pub async fn call(&self, request: B::Request, units: usize) -> Result<B::Response> {
+        let jobs = self
+            .jobs
             .as_ref()
-            .ok_or_else(|| Error::Worker("it was shut down".to_owned()))?
-            .send(Job { request, reply })
-            .map_err(|_| Error::Worker("it is no longer running".to_owned()))?;
+            .ok_or_else(|| Error::Worker("it was shut down".to_owned()))?;
+        let mut current = self.queued.load(Ordering::Acquire);
+        loop {
+            if current > 0 && current.saturating_add(units) > self.max_queued {
+                return Err(Error::Overloaded {
+                    queued: current,
+                    limit: self.max_queued,
+                });
+            }
+            match self.queued.compare_exchange_weak(
+                current,
+                current + units,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        if jobs
+            .send(Job {
+                request,
+                units,
+                reply,
+            })
+            .is_err()
+        {
+            self.queued.fetch_sub(units, Ordering::AcqRel);
+            return Err(Error::Worker("it is no longer running".to_owned()));
+        }
         answer.await.map_err(|_| {
             Error::Worker("it stopped before answering (it panicked or was shut down)".to_owned())
         })?
     }
 }
 
-impl<Req, Resp> Drop for Worker<Req, Resp> {
+/// The worker thread's loop: gather what has arrived, run the next batch, answer, repeat.
+fn serve<B: Batcher>(
+    batcher: &mut B,
+    channel: &mpsc::Receiver<Job<B::Request, B::Response>>,
+    queued: &AtomicUsize,
+    max_batch_cost: usize,
+) {
+    let mut waiting: VecDeque<Waiting<B::Ready, B::Response>> = VecDeque::new();
+    let release = |units: usize| {
+        queued.fetch_sub(units, Ordering::AcqRel);
+    };
+    loop {
+        // Block only when nothing waits; then take whatever else has arrived meanwhile.
+        if waiting.is_empty() {
+            match channel.recv() {
+                Ok(job) => admit(batcher, job, &mut waiting, &release),
+                Err(_) => return,
+            }
+        }
+        while let Ok(job) = channel.try_recv() {
+            admit(batcher, job, &mut waiting, &release);
+        }
+        // Callers that gave up while waiting are skipped.
+        waiting.retain(|w| {
+            let keep = !w.reply.is_closed();
+            if !keep {
+                release(w.units);
+            }
+            keep
+        });
+        let Some(first) = waiting.pop_front() else {
+            continue;
+        };
+        let mut cost = first.cost;
+        let mut batch = vec![first];
+        while let Some(next) = waiting.front() {
+            match cost.checked_add(next.cost) {
+                Some(total) if total <= max_batch_cost => {
+                    cost = total;
+                    batch.extend(waiting.pop_front());
+                }
+                _ => break,
+            }
+        }
+        release(batch.iter().map(|w| w.units).sum());
+
+        let readies: Vec<&B::Ready> = batch.iter().map(|w| &w.ready).collect();
+        let cancelled = || batch.iter().all(|w| w.reply.is_closed());
+        let answers = catch_unwind(AssertUnwindSafe(|| batcher.run(&readies, &cancelled)))
+            .unwrap_or_else(|payload| {
+                Err(Error::Worker(format!(
+                    "it panicked while embedding: {}",
+                    panic_message(payload.as_ref())
+                )))
+            })
+            .and_then(|answers| {
+                if answers.len() == batch.len() {
+                    Ok(answers)
+                } else {
+                    Err(Error::Worker(format!(
+                        "a batch of {} requests got {} answers",
+                        batch.len(),
+                        answers.len()
+                    )))
+                }
+            });
+        drop(readies);
+        match answers {
+            Ok(answers) => {
+                for (w, answer) in batch.into_iter().zip(answers) {
+                    // The caller may have given up meanwhile; then nobody needs the answer.
+                    let _ = w.reply.send(Ok(answer));
+                }
+            }
+            Err(e) => {
+                for w in batch {
+                    let _ = w.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Prepares `job` into the queue, or answers it at once (its caller is gone, or it is invalid).
+fn admit<B: Batcher>(
+    batcher: &mut B,
+    job: Job<B::Request, B::Response>,
+    waiting: &mut VecDeque<Waiting<B::Ready, B::Response>>,
+    release: &dyn Fn(usize),
+) {
+    let Job {
+        request,
+        units,
+        reply,
+    } = job;
+    if reply.is_closed() {
+        release(units);
+        return;
+    }
+    let prepared =
+        catch_unwind(AssertUnwindSafe(|| batcher.prepare(request))).unwrap_or_else(|payload| {
+            Err(Error::Worker(format!(
+                "it panicked while preparing a request: {}",
+                panic_message(payload.as_ref())
+            )))
+        });
+    match prepared {
+        Ok(ready) => {
+            let cost = batcher.cost(&ready);
+            waiting.push_back(Waiting {
+                ready,
+                cost,
+                units,
+                reply,
+            });
+        }
+        Err(e) => {
+            release(units);
+            let _ = reply.send(Err(e));
+        }
+    }
+}
+
+impl<B: Batcher> Drop for Worker<B> {
     fn drop(&mut self) {
-        // Closing the channel ends the thread's loop once the job in progress is done.
+        // Closing the channel ends the thread's loop once the batch in progress is done.
         self.jobs.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -101,14 +290,62 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
 
+    /// Doubles numbers; records every batch; panics on 0; blocks while `hold` is set; a request
+    /// costs its value.
+    #[derive(Default)]
+    struct Doubler {
+        batches: Arc<Mutex<Vec<Vec<u32>>>>,
+        hold: Arc<AtomicBool>,
+        started: Option<std::sync::mpsc::Sender<()>>,
+        /// Held for its `Drop`.
+        _dropped: Option<Flag>,
+    }
+
+    /// Set when dropped.
     struct Flag(Arc<AtomicBool>);
 
     impl Drop for Flag {
         fn drop(&mut self) {
             self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Batcher for Doubler {
+        type Request = u32;
+        type Ready = u32;
+        type Response = u32;
+
+        fn prepare(&mut self, request: u32) -> Result<u32> {
+            if request == 99 {
+                return Err(Error::EmptyText { index: 0 });
+            }
+            Ok(request)
+        }
+
+        fn cost(&self, ready: &u32) -> usize {
+            *ready as usize
+        }
+
+        fn run(&mut self, batch: &[&u32], cancelled: &dyn Fn() -> bool) -> Result<Vec<u32>> {
+            self.batches
+                .lock()
+                .unwrap()
+                .push(batch.iter().map(|&&x| x).collect());
+            if let Some(started) = &self.started {
+                let _ = started.send(());
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.hold.load(Ordering::SeqCst) && !cancelled() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if batch.contains(&&0) {
+                panic!("boom at zero");
+            }
+            Ok(batch.iter().map(|&&x| x * 2).collect())
         }
     }
 
@@ -118,42 +355,142 @@ mod tests {
             .unwrap()
     }
 
+    const WIDE: Limits = Limits {
+        max_batch_cost: 100,
+        max_queued: 100,
+    };
+
     #[test]
-    fn answers_jobs_in_order() {
-        let worker = Worker::spawn("test-worker", 0u32, |count, x: u32, _| {
-            *count += 1;
-            Ok((*count, x * 2))
-        })
-        .unwrap();
+    fn answers_requests_in_order() {
+        let worker = Worker::spawn("test-worker", Doubler::default(), WIDE).unwrap();
         let rt = runtime();
-        assert_eq!(rt.block_on(worker.call(5)).unwrap(), (1, 10));
-        assert_eq!(rt.block_on(worker.call(7)).unwrap(), (2, 14));
+        assert_eq!(rt.block_on(worker.call(5, 1)).unwrap(), 10);
+        assert_eq!(rt.block_on(worker.call(7, 1)).unwrap(), 14);
+        assert!(matches!(
+            rt.block_on(worker.call(99, 1)),
+            Err(Error::EmptyText { index: 0 })
+        ));
+        assert_eq!(worker.queued.load(Ordering::SeqCst), 0);
+    }
+
+    /// Holds the worker in a first batch of `[1]` while `calls` are queued, then lets it go;
+    /// returns the answers and the batches run.
+    fn gather(limits: Limits, calls: &[u32]) -> (Vec<Result<u32>>, Vec<Vec<u32>>) {
+        let (started, started_rx) = std::sync::mpsc::channel();
+        let doubler = Doubler {
+            started: Some(started),
+            hold: Arc::new(AtomicBool::new(true)),
+            ..Doubler::default()
+        };
+        let (batches, hold) = (doubler.batches.clone(), doubler.hold.clone());
+        let worker = Arc::new(Worker::spawn("test-worker", doubler, limits).unwrap());
+        let rt = runtime();
+        let answers = rt.block_on(async {
+            let first = {
+                let worker = worker.clone();
+                tokio::spawn(async move { worker.call(1, 1).await })
+            };
+            tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+                .await
+                .unwrap();
+            let tasks: Vec<_> = calls
+                .iter()
+                .map(|&x| {
+                    let worker = worker.clone();
+                    tokio::spawn(async move { worker.call(x, 1).await })
+                })
+                .collect();
+            // Every task has queued its request once this yield returns.
+            tokio::task::yield_now().await;
+            hold.store(false, Ordering::SeqCst);
+            assert_eq!(first.await.unwrap().unwrap(), 2);
+            let mut answers = Vec::new();
+            for t in tasks {
+                answers.push(t.await.unwrap());
+            }
+            answers
+        });
+        let batches = batches.lock().unwrap().clone();
+        (answers, batches)
     }
 
     #[test]
-    fn a_panicking_job_is_an_error_not_a_hang() {
-        let worker = Worker::spawn("test-worker", (), |_, x: u32, _| {
-            if x == 0 {
-                panic!("boom at zero");
-            }
-            Ok(x)
-        })
-        .unwrap();
-        let rt = runtime();
-        match rt.block_on(worker.call(0)) {
-            Err(Error::Worker(msg)) => assert!(msg.contains("boom at zero"), "{msg}"),
-            other => panic!("expected Error::Worker, got {other:?}"),
+    fn requests_that_arrive_meanwhile_share_a_batch_within_the_cost() {
+        let limits = Limits {
+            max_batch_cost: 10,
+            max_queued: 100,
+        };
+        let (answers, batches) = gather(limits, &[3, 4, 3, 2, 20, 1]);
+        let answers: Vec<u32> = answers.into_iter().map(|a| a.unwrap()).collect();
+        assert_eq!(answers, vec![6, 8, 6, 4, 40, 2]);
+        // In arrival order, whole, costs summing to ≤ 10; the one costing 20 runs alone.
+        assert_eq!(
+            batches,
+            vec![vec![1], vec![3, 4, 3], vec![2], vec![20], vec![1]]
+        );
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once() {
+        let limits = Limits {
+            max_batch_cost: 100,
+            max_queued: 3,
+        };
+        let (answers, batches) = gather(limits, &[5, 6, 7, 8, 9]);
+        assert_eq!(
+            answers[..3]
+                .iter()
+                .map(|a| *a.as_ref().unwrap())
+                .collect::<Vec<_>>(),
+            [10, 12, 14]
+        );
+        for a in &answers[3..] {
+            assert!(
+                matches!(
+                    a,
+                    Err(Error::Overloaded {
+                        queued: 3,
+                        limit: 3
+                    })
+                ),
+                "{a:?}"
+            );
         }
-        // The thread keeps serving after a panic.
-        assert_eq!(rt.block_on(worker.call(3)).unwrap(), 3);
+        assert_eq!(batches, vec![vec![1], vec![5, 6, 7]]);
+    }
+
+    #[test]
+    fn one_request_larger_than_the_queue_runs_when_nothing_waits() {
+        let limits = Limits {
+            max_batch_cost: 100,
+            max_queued: 3,
+        };
+        let worker = Worker::spawn("test-worker", Doubler::default(), limits).unwrap();
+        assert_eq!(runtime().block_on(worker.call(4, 10)).unwrap(), 8);
+        assert_eq!(worker.queued.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_panicking_batch_answers_every_caller_and_the_thread_goes_on() {
+        let (answers, batches) = gather(WIDE, &[3, 0, 4]);
+        assert_eq!(batches[1], vec![3, 0, 4]);
+        for a in &answers {
+            match a {
+                Err(Error::Worker(msg)) => assert!(msg.contains("boom at zero"), "{msg}"),
+                other => panic!("expected Error::Worker, got {other:?}"),
+            }
+        }
     }
 
     #[test]
     fn dropping_the_worker_ends_the_thread() {
         let dropped = Arc::new(AtomicBool::new(false));
-        let worker =
-            Worker::spawn("test-worker", Flag(dropped.clone()), |_, x: u32, _| Ok(x)).unwrap();
-        assert_eq!(runtime().block_on(worker.call(1)).unwrap(), 1);
+        let doubler = Doubler {
+            _dropped: Some(Flag(dropped.clone())),
+            ..Doubler::default()
+        };
+        let worker = Worker::spawn("test-worker", doubler, WIDE).unwrap();
+        assert_eq!(runtime().block_on(worker.call(1, 1)).unwrap(), 2);
         assert!(!dropped.load(Ordering::SeqCst));
         drop(worker);
         // The state is dropped by the thread as it ends, and drop joins the thread.
@@ -161,27 +498,42 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_caller_is_seen_by_the_job() {
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
-        let worker = Worker::spawn("test-worker", (), move |_, _: (), cancelled| {
-            started_tx.send(()).unwrap();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while !cancelled() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            seen_tx.send(cancelled()).unwrap();
-            Ok(())
-        })
-        .unwrap();
+    fn dropped_callers_are_skipped_and_seen_by_the_batch() {
+        let (started, started_rx) = std::sync::mpsc::channel();
+        let doubler = Doubler {
+            started: Some(started),
+            hold: Arc::new(AtomicBool::new(true)),
+            ..Doubler::default()
+        };
+        let (batches, hold) = (doubler.batches.clone(), doubler.hold.clone());
+        let worker = Arc::new(Worker::spawn("test-worker", doubler, WIDE).unwrap());
         let rt = runtime();
         rt.block_on(async {
-            let call = worker.call(());
-            tokio::select! {
-                _ = call => panic!("the job should not finish"),
-                _ = tokio::task::spawn_blocking(move || started_rx.recv().unwrap()) => {}
-            }
+            // A batch whose only caller gives up stops early (`cancelled`), although held.
+            let first = {
+                let worker = worker.clone();
+                tokio::spawn(async move { worker.call(1, 1).await })
+            };
+            tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+                .await
+                .unwrap();
+            let gone = {
+                let worker = worker.clone();
+                tokio::spawn(async move { worker.call(2, 1).await })
+            };
+            let kept = {
+                let worker = worker.clone();
+                tokio::spawn(async move { worker.call(3, 1).await })
+            };
+            tokio::task::yield_now().await;
+            gone.abort();
+            assert!(gone.await.unwrap_err().is_cancelled());
+            first.abort();
+            assert!(first.await.unwrap_err().is_cancelled());
+            hold.store(false, Ordering::SeqCst);
+            assert_eq!(kept.await.unwrap().unwrap(), 6);
         });
-        assert!(seen_rx.recv().unwrap());
+        assert_eq!(*batches.lock().unwrap(), vec![vec![1], vec![3]]);
+        assert_eq!(worker.queued.load(Ordering::SeqCst), 0);
     }
 }
