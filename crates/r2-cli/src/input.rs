@@ -1,9 +1,12 @@
-//! `r2 route --embeddings`: JSONL of vectors, read in chunks; every error names the line.
+//! `r2 route --embeddings`: JSONL of vectors (arrays of numbers or base64 float32), read in
+//! chunks and parsed on two threads, or a NumPy `.npy` array with an optional rows file; every
+//! error names the line (or row).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
+use r2_router::vector::Vector;
 use serde::Deserialize;
 
 /// One line of the embeddings file.
@@ -15,86 +18,263 @@ pub struct InputLine {
     pub id: Option<serde_json::Value>,
     #[serde(default)]
     pub query: Option<String>,
-    pub embedding: Vec<f64>,
+    pub embedding: Vector,
     #[serde(default)]
     pub input_tokens: Option<u64>,
 }
 
+/// One line of a `.npy` array's rows file: its id, input tokens and text, all optional.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RowLine {
+    #[serde(default, alias = "query_id")]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+}
+
+/// Where the embeddings come from.
+pub enum EmbeddingLines {
+    Jsonl(JsonlLines),
+    Npy(NpyRows),
+}
+
 /// The lines of an embeddings file (`-`: stdin), one chunk at a time.
-pub struct EmbeddingLines {
+pub struct JsonlLines {
     lines: std::io::Lines<Box<dyn BufRead>>,
-    pub label: String,
     number: usize,
     dim: usize,
 }
 
+/// The rows of a `.npy` array and, when given, the lines of its rows file.
+pub struct NpyRows {
+    array: r2_train::data::npy::NpyReader,
+    rows: Vec<RowLine>,
+    next: usize,
+}
+
 impl EmbeddingLines {
-    /// Opens `path` for embeddings of `dim` values.
-    pub fn open(path: &Path, dim: usize) -> Result<Self> {
-        let (reader, label): (Box<dyn BufRead>, String) = if path.as_os_str() == "-" {
-            (Box::new(std::io::stdin().lock()), "<stdin>".into())
+    /// Opens `path` for embeddings of `dim` values: JSONL, or (by its extension) a `.npy` array
+    /// whose row i is described by line i of `rows` (ids, input tokens).
+    pub fn open(path: &Path, rows: Option<&Path>, dim: usize) -> Result<(Self, String)> {
+        let label = if path.as_os_str() == "-" {
+            "<stdin>".to_owned()
         } else {
-            let file = std::fs::File::open(path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            (Box::new(BufReader::new(file)), path.display().to_string())
+            path.display().to_string()
         };
-        Ok(Self {
-            lines: reader.lines(),
+        let npy = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+        if !npy {
+            if let Some(rows) = rows {
+                bail!(
+                    "--embedding-ids {} is for a .npy --embeddings array; JSONL lines carry their \
+                     own ids",
+                    rows.display()
+                );
+            }
+            let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                let file = std::fs::File::open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                Box::new(BufReader::with_capacity(1 << 20, file))
+            };
+            let lines = JsonlLines {
+                lines: reader.lines(),
+                number: 0,
+                dim,
+            };
+            return Ok((EmbeddingLines::Jsonl(lines), label));
+        }
+        let array = r2_train::data::npy::NpyReader::open(path)?;
+        if array.dim() != dim {
+            bail!(
+                "{label}: the array's rows have {} values, the router expects {dim}",
+                array.dim()
+            );
+        }
+        let rows = match rows {
+            Some(rows) => read_rows(rows, array.rows())?,
+            None => Vec::new(),
+        };
+        Ok((
+            EmbeddingLines::Npy(NpyRows {
+                array,
+                rows,
+                next: 0,
+            }),
             label,
-            number: 0,
-            dim,
-        })
+        ))
     }
 
-    /// Up to `n` more lines (blank ones skipped) with their line numbers. A bad line ends the
-    /// chunk early: the lines before it come back with its error, so nothing valid is lost.
-    pub fn next_chunk(&mut self, n: usize) -> (Vec<(usize, InputLine)>, Option<anyhow::Error>) {
-        let mut chunk = Vec::with_capacity(n.min(4096));
-        while chunk.len() < n {
-            let Some(line) = self.lines.next() else {
-                break;
+    /// Up to `n` more embeddings with their line (or row) numbers. A bad line ends the chunk
+    /// early: the lines before it come back with its error, so nothing valid is lost.
+    pub fn next_chunk(
+        &mut self,
+        n: usize,
+        label: &str,
+    ) -> (Vec<(usize, InputLine)>, Option<anyhow::Error>) {
+        match self {
+            EmbeddingLines::Jsonl(lines) => lines.next_chunk(n, label),
+            EmbeddingLines::Npy(rows) => rows.next_chunk(n, label),
+        }
+    }
+}
+
+impl NpyRows {
+    fn next_chunk(
+        &mut self,
+        n: usize,
+        label: &str,
+    ) -> (Vec<(usize, InputLine)>, Option<anyhow::Error>) {
+        let mut chunk = Vec::with_capacity(n.min(self.array.rows() - self.next));
+        while chunk.len() < n && self.next < self.array.rows() {
+            let values = match self.array.next_row() {
+                Ok(values) => values,
+                Err(e) => return (chunk, Some(anyhow!(e).context(format!("reading {label}")))),
             };
-            self.number += 1;
-            match parse_line(line, self.number, &self.label, self.dim) {
-                Ok(None) => {}
-                Ok(Some(parsed)) => chunk.push((self.number, parsed)),
-                Err(e) => return (chunk, Some(e)),
-            }
+            let row = self
+                .rows
+                .get_mut(self.next)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            self.next += 1;
+            chunk.push((
+                self.next,
+                InputLine {
+                    id: row.id,
+                    query: row.query,
+                    embedding: Vector(values),
+                    input_tokens: row.input_tokens,
+                },
+            ));
         }
         (chunk, None)
     }
 }
 
-/// One line of input: `None` for a blank line, or an error naming the line.
-fn parse_line(
-    line: std::io::Result<String>,
-    number: usize,
-    label: &str,
-    dim: usize,
-) -> Result<Option<InputLine>> {
-    let line = line.with_context(|| format!("{label}: line {number}: cannot read"))?;
+/// The rows file of a `.npy` array: one line a row (blank lines skipped), a plain id or a JSON
+/// object `{"id" | "query_id", "input_tokens", "query"}` (each optional); as many as the array has
+/// rows.
+fn read_rows(path: &Path, want: usize) -> Result<Vec<RowLine>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut rows = Vec::with_capacity(want);
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let row = if line.starts_with('{') {
+            serde_json::from_str(line).map_err(|e| {
+                anyhow!(
+                    "{}: line {}, column {}: {}",
+                    path.display(),
+                    i + 1,
+                    e.column(),
+                    strip_position(&e)
+                )
+            })?
+        } else {
+            RowLine {
+                id: Some(serde_json::Value::String(line.to_owned())),
+                ..RowLine::default()
+            }
+        };
+        rows.push(row);
+    }
+    if rows.len() != want {
+        bail!(
+            "{}: {} rows described, but the array has {want}: one line a row",
+            path.display(),
+            rows.len()
+        );
+    }
+    Ok(rows)
+}
+
+impl JsonlLines {
+    /// Reads up to `n` lines, then parses them on two threads (a chunk of 1,024 lines is about
+    /// 20 MB of numbers), keeping their order.
+    fn next_chunk(
+        &mut self,
+        n: usize,
+        label: &str,
+    ) -> (Vec<(usize, InputLine)>, Option<anyhow::Error>) {
+        let mut raw = Vec::with_capacity(n.min(4096));
+        let mut read_error = None;
+        while raw.len() < n {
+            let Some(line) = self.lines.next() else {
+                break;
+            };
+            self.number += 1;
+            match line {
+                Ok(line) if line.trim().is_empty() => {}
+                Ok(line) => raw.push((self.number, line)),
+                Err(e) => {
+                    read_error = Some(
+                        anyhow!(e).context(format!("{label}: line {}: cannot read", self.number)),
+                    );
+                    break;
+                }
+            }
+        }
+        let dim = self.dim;
+        let parse_all = |lines: &[(usize, String)]| -> Vec<Result<InputLine>> {
+            lines
+                .iter()
+                .map(|(number, line)| parse_line(line, *number, label, dim))
+                .collect()
+        };
+        let parsed: Vec<Result<InputLine>> = if raw.len() >= 64 {
+            let (a, b) = raw.split_at(raw.len() / 2);
+            std::thread::scope(|scope| {
+                let second = scope.spawn(|| parse_all(b));
+                let mut first = parse_all(a);
+                first.extend(second.join().unwrap_or_else(|_| {
+                    vec![Err(anyhow!("{label}: the parsing thread panicked"))]
+                }));
+                first
+            })
+        } else {
+            parse_all(&raw)
+        };
+        let mut chunk = Vec::with_capacity(parsed.len());
+        for ((number, _), line) in raw.iter().zip(parsed) {
+            match line {
+                Ok(line) => chunk.push((*number, line)),
+                Err(e) => return (chunk, Some(e)),
+            }
+        }
+        (chunk, read_error)
+    }
+}
+
+/// One (non-blank) line of input, or an error naming the line.
+fn parse_line(line: &str, number: usize, label: &str, dim: usize) -> Result<InputLine> {
     // A byte-order mark (as some editors write) at the start of the file is not JSON.
     let line = match (number, line.strip_prefix('\u{feff}')) {
-        (1, Some(rest)) => rest.to_owned(),
+        (1, Some(rest)) => rest,
         _ => line,
     };
-    if line.trim().is_empty() {
-        return Ok(None);
-    }
-    let parsed: InputLine = serde_json::from_str(&line).map_err(|e| {
+    let parsed: InputLine = serde_json::from_str(line).map_err(|e| {
         anyhow!(
             "{label}: line {number}, column {}: {}",
             e.column(),
             strip_position(&e)
         )
     })?;
-    if parsed.embedding.len() != dim {
+    if parsed.embedding.0.len() != dim {
         bail!(
             "{label}: line {number}: the embedding has {} values, the router expects {dim}",
-            parsed.embedding.len(),
+            parsed.embedding.0.len(),
         );
     }
-    Ok(Some(parsed))
+    Ok(parsed)
 }
 
 /// serde_json's message without its trailing " at line L column C" (we say where ourselves).

@@ -35,9 +35,16 @@ pub struct RouteArgs {
     #[arg(long, value_name = "FILE")]
     file: Option<PathBuf>,
 
-    /// JSONL of query embeddings, one {"id", "embedding", "input_tokens"?} a line; `-` reads stdin
+    /// Query embeddings: JSONL, one {"id"?, "embedding", "input_tokens"?, "query"?} a line, the
+    /// embedding an array of numbers or a base64 string of little-endian float32 values (`-`
+    /// reads stdin); or a NumPy .npy float32/float64 array [queries, dim]
     #[arg(long, value_name = "FILE")]
     embeddings: Option<PathBuf>,
+
+    /// For a .npy --embeddings array: one line a row, a plain id or {"id", "input_tokens",
+    /// "query"} (each optional)
+    #[arg(long, value_name = "FILE", requires = "embeddings")]
+    embedding_ids: Option<PathBuf>,
 
     /// Cost-quality trade-off in [0, 1]: 0 = best quality, 1 = lowest cost [default: the pool
     /// config's default_lambda]
@@ -116,7 +123,13 @@ pub fn run(args: RouteArgs) -> Result<()> {
         policy: args.llm.policy()?,
     });
     match &args.embeddings {
-        Some(path) => route_embeddings(path, &r2, &plan, &mut printer),
+        Some(path) => route_embeddings(
+            path,
+            args.embedding_ids.as_deref(),
+            &r2,
+            &plan,
+            &mut printer,
+        ),
         None => route_text(&args, &r2, &plan, &runtime, &mut printer),
     }
 }
@@ -164,18 +177,19 @@ fn route_text<W: Write>(
 /// `--embeddings`: JSONL of vectors, routed in batches of [`BATCH`] lines.
 fn route_embeddings<W: Write>(
     path: &std::path::Path,
+    rows: Option<&std::path::Path>,
     r2: &R2Router,
     plan: &RoutePlan,
     printer: &mut Printer<'_, W>,
 ) -> Result<()> {
-    let mut lines = EmbeddingLines::open(path, r2.router().dim())?;
-    printer.label = lines.label.clone();
+    let (mut lines, label) = EmbeddingLines::open(path, rows, r2.router().dim())?;
+    printer.label = label.clone();
     loop {
-        let (chunk, bad_line) = lines.next_chunk(BATCH);
+        let (chunk, bad_line) = lines.next_chunk(BATCH, &label);
         let mut values = Vec::with_capacity(chunk.len() * r2.router().dim());
         let mut tokens = Vec::with_capacity(chunk.len());
         for (_, line) in &chunk {
-            values.extend_from_slice(&line.embedding);
+            values.extend_from_slice(&line.embedding.0);
             tokens.push(plan.embedding_tokens(line.input_tokens));
         }
         // The lines before a bad one are still routed and printed: nothing valid is lost.

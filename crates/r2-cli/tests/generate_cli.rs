@@ -270,3 +270,81 @@ fn generating_needs_the_query_text() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs the query text"));
 }
+
+#[test]
+fn a_failing_choice_falls_back_to_the_next_best_model() {
+    let embed = embeddings();
+    // Where the choice goes without failures.
+    let (plain, _) = r2_fixtures::start_chat_server(r2_fixtures::ChatReply::Ok);
+    let out = ok(r2(plain, embed)
+        .args(["--query", "query0", "--json"])
+        .env("OPENROUTER_API_KEY", KEY)
+        .output()
+        .unwrap());
+    let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert!(first.get("fallback").is_none(), "{first}");
+    let chosen = first["openrouter_id"].as_str().unwrap().to_owned();
+
+    let options = r2_fixtures::ChatServerOptions {
+        failing: [(
+            chosen.clone(),
+            r2_fixtures::ModelFailure::Status(503, "overloaded"),
+        )]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    };
+    let (chat, seen) = r2_fixtures::start_chat_server_with(r2_fixtures::ChatReply::Ok, options);
+    let out = r2(chat, embed)
+        .args(["--query", "query0", "--json"])
+        .env("OPENROUTER_API_KEY", KEY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = ok(out);
+    let answer: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    // The decision as upstream prints it, and what answered.
+    assert_eq!(answer["openrouter_id"], chosen.as_str());
+    let fallback = &answer["fallback"];
+    let answered = fallback["openrouter_id"].as_str().unwrap();
+    assert_ne!(answered, chosen);
+    assert_eq!(answer["response"], format!("Answer from {answered}."));
+    let attempts = fallback["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert!(
+        attempts[0]["error"].as_str().unwrap().contains("503"),
+        "{answer}"
+    );
+    assert!(attempts[1]["error"].is_null());
+    assert!(stderr.contains("answered by"), "{stderr}");
+    // The retry policy first (5xx retried on the same model), then the next model.
+    let seen = seen.lock().unwrap();
+    let (last, before) = seen.split_last().unwrap();
+    assert_eq!(last.body["model"], answered);
+    assert!(!before.is_empty() && before.iter().all(|s| s.body["model"] == chosen.as_str()));
+
+    // --fallbacks 0: the failure is the answer.
+    let (chat, _) = r2_fixtures::start_chat_server_with(
+        r2_fixtures::ChatReply::Ok,
+        r2_fixtures::ChatServerOptions {
+            failing: [(
+                chosen.clone(),
+                r2_fixtures::ModelFailure::Status(503, "overloaded"),
+            )]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        },
+    );
+    let out = r2(chat, embed)
+        .args(["--query", "query0", "--json", "--fallbacks", "0"])
+        .env("OPENROUTER_API_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = r2(plain, embed)
+        .args(["--query", "query0", "--deadline", "0"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--deadline must be"));
+}

@@ -631,3 +631,135 @@ fn embeddings_whose_predictions_overflow_are_an_error_naming_the_line() {
     // The line before it was still routed and printed.
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
 }
+
+/// The golden embeddings rounded to float32, with their ids and input tokens.
+fn float32_inputs() -> Vec<(u64, Vec<f32>, u64)> {
+    r2_fixtures::golden_inputs()
+        .into_iter()
+        .map(|g| {
+            let values = g.embedding.iter().map(|&v| v as f32).collect();
+            (g.id, values, g.input_tokens)
+        })
+        .collect()
+}
+
+/// `values` as a NumPy .npy float32 array [rows, dim] (format version 1.0).
+fn npy_f32(rows: &[Vec<f32>]) -> Vec<u8> {
+    let dim = rows[0].len();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {dim}), }}",
+        rows.len()
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for row in rows {
+        for v in row {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+#[test]
+fn base64_lines_and_npy_arrays_route_like_the_same_float32_values_in_json() {
+    let inputs = float32_inputs();
+    let dir = tempfile::tempdir().unwrap();
+    // The reference: JSON numbers of the float32 values (exact in decimal as f64).
+    let json: String = inputs
+        .iter()
+        .map(|(id, v, tokens)| {
+            let values: Vec<f64> = v.iter().map(|&x| f64::from(x)).collect();
+            format!(
+                "{}\n",
+                serde_json::json!({"id": id, "embedding": values, "input_tokens": tokens})
+            )
+        })
+        .collect();
+    let want = stdout(&route(&["--embeddings", "-", "--json"], Some(&json)));
+    assert_eq!(want.lines().count(), inputs.len());
+
+    let base64: String = inputs
+        .iter()
+        .map(|(id, v, tokens)| {
+            let text = r2_router::vector::to_base64_f32(v);
+            format!(
+                "{}\n",
+                serde_json::json!({"id": id, "embedding": text, "input_tokens": tokens})
+            )
+        })
+        .collect();
+    assert_eq!(
+        stdout(&route(&["--embeddings", "-", "--json"], Some(&base64))),
+        want
+    );
+
+    let array = dir.path().join("embeddings.npy");
+    let rows: Vec<Vec<f32>> = inputs.iter().map(|(_, v, _)| v.clone()).collect();
+    std::fs::write(&array, npy_f32(&rows)).unwrap();
+    let ids = dir.path().join("rows.jsonl");
+    let side: String = inputs
+        .iter()
+        .map(|(id, _, tokens)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"id": id, "input_tokens": tokens})
+            )
+        })
+        .collect();
+    std::fs::write(&ids, side).unwrap();
+    let (array_arg, ids_arg) = (array.to_str().unwrap(), ids.to_str().unwrap());
+    assert_eq!(
+        stdout(&route(
+            &[
+                "--embeddings",
+                array_arg,
+                "--embedding-ids",
+                ids_arg,
+                "--json"
+            ],
+            None
+        )),
+        want
+    );
+
+    // Without the rows file: no ids, 100 input tokens (upstream's default) unless --input-tokens.
+    let plain = stdout(&route(&["--embeddings", array_arg, "--json"], None));
+    assert_eq!(plain.lines().count(), inputs.len());
+    assert!(plain.lines().all(|l| !l.contains("\"id\"")), "{plain}");
+
+    // A rows file of the wrong length, a wrong dimension, ids with JSONL: errors that say so.
+    std::fs::write(&ids, "a\nb\n").unwrap();
+    let err = stderr(&route(
+        &["--embeddings", array_arg, "--embedding-ids", ids_arg],
+        None,
+    ));
+    assert!(err.contains("2 rows described, but the array has"), "{err}");
+    let short = dir.path().join("short.npy");
+    std::fs::write(&short, npy_f32(&[vec![0.5f32; 3]])).unwrap();
+    let err = stderr(&route(&["--embeddings", short.to_str().unwrap()], None));
+    assert!(
+        err.contains("rows have 3 values, the router expects 1024"),
+        "{err}"
+    );
+    let err = stderr(&route(
+        &["--embeddings", "-", "--embedding-ids", ids_arg],
+        Some(&json),
+    ));
+    assert!(err.contains("is for a .npy --embeddings array"), "{err}");
+
+    // A base64 string that is not float32 values names the line.
+    let bad = format!(
+        "{}{}\n",
+        json.lines().next().unwrap(),
+        "\n{\"embedding\": \"AAA\"}"
+    );
+    let out = route(&["--embeddings", "-", "--json"], Some(&bad));
+    let err = stderr(&out);
+    assert!(err.contains("line 2"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}

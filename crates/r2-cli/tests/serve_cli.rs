@@ -19,7 +19,15 @@ fn start() -> (Child, SocketAddr, mpsc::Receiver<String>) {
 
 /// [`start`] with more arguments.
 fn start_with(extra: &[&str]) -> (Child, SocketAddr, mpsc::Receiver<String>) {
-    let (chat, _) = r2_fixtures::start_chat_server(r2_fixtures::ChatReply::Status(500));
+    start_replying(r2_fixtures::ChatReply::Status(500), extra)
+}
+
+/// [`start_with`] with a provider answering `reply`.
+fn start_replying(
+    reply: r2_fixtures::ChatReply,
+    extra: &[&str],
+) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+    let (chat, _) = r2_fixtures::start_chat_server(reply);
     let table: HashMap<String, Vec<f64>> = r2_fixtures::golden_inputs()
         .into_iter()
         .map(|g| (format!("query{}", g.id), g.embedding))
@@ -301,4 +309,69 @@ fn serve_with_log_format_json_logs_a_failed_request_as_one_json_line_with_its_de
         log.iter().any(|l| l.contains("r2 serve: stopped")),
         "{log:#?}"
     );
+}
+
+/// The access-log lines (target `r2_serve::access`) of a `--log-format json` server's stderr,
+/// after SIGTERM.
+fn access_lines(mut child: Child, stderr: mpsc::Receiver<String>) -> Vec<serde_json::Value> {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+    let log: Vec<String> = stderr.iter().collect();
+    check_no_key(&log.join("\n"));
+    log.iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["request_id"].is_string())
+        .collect()
+}
+
+#[test]
+fn the_access_log_has_one_json_line_per_request_and_the_prompt_only_when_asked() {
+    let chat = r#"{"model": "r2-router", "messages": [{"role": "user", "content": "query3"}]}"#;
+    for log_prompts in [false, true] {
+        let extra: &[&str] = if log_prompts {
+            &["--log-format", "json", "--log-prompts"]
+        } else {
+            &["--log-format", "json"]
+        };
+        let (child, address, stderr) = start_replying(r2_fixtures::ChatReply::Ok, extra);
+        let (status, answer) = post(address, "/v1/chat/completions", chat, CLIENT_KEY);
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("x-request-id:"),
+            "{answer}"
+        );
+        let (status, _) = post(address, "/v1/route", r#"{"query": "query3"}"#, CLIENT_KEY);
+        assert_eq!(status, 200);
+        let lines = access_lines(child, stderr);
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        let line = &lines[0];
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(line["status"], 200, "{line}");
+        assert_eq!(line["path"], "/v1/chat/completions", "{line}");
+        assert_eq!(line["attempts"], 1, "{line}");
+        assert!(
+            line["model"].is_string() && line["budget"].is_string(),
+            "{line}"
+        );
+        // The provider's usage: 12 prompt and 5 completion tokens.
+        assert_eq!(
+            (
+                line["prompt_tokens"].clone(),
+                line["completion_tokens"].clone()
+            ),
+            (12.into(), 5.into())
+        );
+        assert!(line["cost_usd"].as_f64().unwrap() > 0.0, "{line}");
+        for key in ["embed_ms", "route_ms", "provider_ms", "total_ms"] {
+            assert!(line[key].is_u64(), "{key}: {line}");
+        }
+        assert_ne!(lines[0]["request_id"], lines[1]["request_id"]);
+        assert_eq!(lines[1]["path"], "/v1/route");
+        let text = lines[0].to_string();
+        assert_eq!(text.contains("query3"), log_prompts, "{text}");
+    }
 }

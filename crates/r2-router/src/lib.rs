@@ -36,6 +36,7 @@ pub mod fetch;
 pub mod report;
 mod request;
 pub mod source;
+pub mod vector;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -6,6 +6,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use r2_router::r2_core::{self, Decision};
+use r2_router::vector::Vector;
 use r2_router::{RoutePlan, RouteRequest, PARALLEL_THRESHOLD};
 use serde::Deserialize;
 use serde_json::Value;
@@ -20,12 +21,13 @@ struct RouteBody {
     id: Option<Value>,
     #[serde(default)]
     query: Option<String>,
+    /// Numbers, or base64 of little-endian float32 values.
     #[serde(default)]
-    embedding: Option<Vec<f64>>,
+    embedding: Option<Vector>,
     #[serde(default)]
     queries: Option<Vec<String>>,
     #[serde(default)]
-    embeddings: Option<Vec<Vec<f64>>>,
+    embeddings: Option<Vec<Vector>>,
     #[serde(default)]
     lambda: Option<f64>,
     #[serde(default)]
@@ -75,9 +77,9 @@ pub(crate) async fn handle(
     let verbose = body.verbose;
     let input = match (body.query, body.embedding, body.queries, body.embeddings) {
         (Some(q), None, None, None) => Input::Query(q),
-        (None, Some(e), None, None) => Input::Embedding(e),
+        (None, Some(e), None, None) => Input::Embedding(e.0),
         (None, None, Some(q), None) => Input::Queries(q),
-        (None, None, None, Some(e)) => Input::Embeddings(e),
+        (None, None, None, Some(e)) => Input::Embeddings(e.into_iter().map(|v| v.0).collect()),
         _ => {
             return Err(ApiError::invalid_request(
                 "give exactly one of `query`, `embedding`, `queries` and `embeddings`",

@@ -274,3 +274,60 @@ async fn empty_batch_has_no_decisions() {
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer, json!({"decisions": []}));
 }
+
+#[tokio::test]
+async fn base64_embeddings_route_like_the_same_float32_values_as_numbers() {
+    let gateway = Gateway::start(Setup::without_provider()).await;
+    let inputs = r2_fixtures::golden_inputs();
+    let float32: Vec<Vec<f32>> = inputs
+        .iter()
+        .map(|g| g.embedding.iter().map(|&v| v as f32).collect())
+        .collect();
+    let as_numbers: Vec<Vec<f64>> = float32
+        .iter()
+        .map(|v| v.iter().map(|&x| f64::from(x)).collect())
+        .collect();
+    let as_base64: Vec<String> = float32
+        .iter()
+        .map(|v| r2_router::vector::to_base64_f32(v))
+        .collect();
+    for (i, g) in inputs.iter().enumerate() {
+        let numbers =
+            json!({"embedding": as_numbers[i], "input_tokens": g.input_tokens, "id": g.id});
+        let base64 = json!({"embedding": as_base64[i], "input_tokens": g.input_tokens, "id": g.id});
+        let want: Value = gateway
+            .post("/v1/route", &numbers)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let response = gateway.post("/v1/route", &base64).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.json::<Value>().await.unwrap(), want);
+    }
+    // A batch of base64 strings.
+    let body = json!({"embeddings": as_base64, "input_tokens": inputs.iter().map(|g| g.input_tokens).collect::<Vec<_>>()});
+    let numbers = json!({"embeddings": as_numbers, "input_tokens": inputs.iter().map(|g| g.input_tokens).collect::<Vec<_>>()});
+    let want: Value = gateway
+        .post("/v1/route", &numbers)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let got: Value = gateway.post("/v1/route", &body).await.json().await.unwrap();
+    assert_eq!(got, want);
+    // Not float32 values: 422 naming the problem.
+    let response = gateway
+        .post("/v1/route", &json!({"embedding": "AAA"}))
+        .await;
+    let body = error_body(response, 422, "invalid_body").await;
+    assert!(body.to_string().contains("float32"), "{body}");
+    let response = gateway
+        .post("/v1/route", &json!({"embedding": [1, "x"]}))
+        .await;
+    let body = error_body(response, 422, "invalid_body").await;
+    assert!(
+        body.to_string().contains("value 2 is not a number"),
+        "{body}"
+    );
+}

@@ -76,7 +76,7 @@ use r2_core::Budget;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-mod npy;
+pub mod npy;
 mod table;
 
 /// Input tokens of a query whose data gives none (the same default as `r2 route --embeddings`).

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{for_each_line, json_error, DataError, IdText};
 
 /// A float array being read row by row.
-pub(super) struct NpyReader {
+pub struct NpyReader {
     path: PathBuf,
     reader: BufReader<File>,
     rows: usize,
@@ -26,7 +26,7 @@ pub(super) struct NpyReader {
 
 impl NpyReader {
     /// Opens `path` and checks its header and its size.
-    pub(super) fn open(path: &Path) -> Result<NpyReader, DataError> {
+    pub fn open(path: &Path) -> Result<NpyReader, DataError> {
         let bad = |message: String| DataError::File {
             path: path.to_path_buf(),
             message,
@@ -160,16 +160,16 @@ impl NpyReader {
         })
     }
 
-    pub(super) fn rows(&self) -> usize {
+    pub fn rows(&self) -> usize {
         self.rows
     }
 
-    pub(super) fn dim(&self) -> usize {
+    pub fn dim(&self) -> usize {
         self.dim
     }
 
     /// The next row, as f64 (float32 values widened exactly); every value must be finite.
-    pub(super) fn next_row(&mut self) -> Result<Vec<f64>, DataError> {
+    pub fn next_row(&mut self) -> Result<Vec<f64>, DataError> {
         self.row += 1;
         self.reader
             .read_exact(&mut self.buf)
