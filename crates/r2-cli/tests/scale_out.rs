@@ -463,7 +463,8 @@ fn replicas_behind_haproxy_drain_on_sigterm_survive_sigkill_and_keep_conversatio
             .map(|m| (m.name.clone(), m.openrouter_id.clone()))
             .collect(),
     );
-    // Started together, then waited for.
+    // Started together, then waited for. The default `--route-on first`; λ 0.5, because at the
+    // pool's default (0.99999) these texts all go to one model and stickiness would prove nothing.
     let mut replicas: BTreeMap<&str, Serve> = std::thread::scope(|scope| {
         let starting: Vec<_> = REPLICAS
             .iter()
