@@ -34,17 +34,24 @@ pub fn from_str_with<T: DeserializeOwned>(
     key: &str,
     many: bool,
 ) -> serde_json::Result<(T, Option<Vec<Vec<f64>>>)> {
-    let fast = field_range(json, key).and_then(|range| {
-        let value = &json[range.clone()];
-        let values = if many {
-            parse_many(value).ok()?
-        } else {
-            vec![parse(value).ok()?]
+    let fast = field_start(json, key).and_then(|start| {
+        let b = json.as_bytes();
+        let (values, end) = match (b.get(start), many) {
+            (Some(b'['), false) => {
+                let (values, end) = numbers_at(b, start).ok()?;
+                (vec![values], end)
+            }
+            (Some(b'['), true) => many_at(json, start).ok()?,
+            (Some(b'"'), false) => {
+                let end = skip_string(b, start)?;
+                (vec![parse(&json[start..end]).ok()?], end)
+            }
+            _ => return None,
         };
-        let mut rest = String::with_capacity(json.len() - range.len() + 4);
-        rest.push_str(&json[..range.start]);
+        let mut rest = String::with_capacity(json.len() - (end - start) + 4);
+        rest.push_str(&json[..start]);
         rest.push_str("null");
-        rest.push_str(&json[range.end..]);
+        rest.push_str(&json[end..]);
         Some((rest, values))
     });
     match fast {
@@ -53,10 +60,10 @@ pub fn from_str_with<T: DeserializeOwned>(
     }
 }
 
-/// The byte range of the value of the top-level field `key` of the JSON object `json`, found by
-/// skipping strings and nested values without parsing them; `None` when it is not there (or the
-/// text is not shaped as expected).
-pub fn field_range(json: &str, key: &str) -> Option<Range<usize>> {
+/// Where the value of the top-level field `key` of the JSON object `json` starts: the fields
+/// before it are skipped without being parsed; `None` when it is not there (or the text is not
+/// shaped as expected).
+pub fn field_start(json: &str, key: &str) -> Option<usize> {
     let b = json.as_bytes();
     let mut at = 0;
     let space = |at: &mut usize| {
@@ -83,17 +90,22 @@ pub fn field_range(json: &str, key: &str) -> Option<Range<usize>> {
         }
         at += 1;
         space(&mut at);
-        let value_start = at;
-        at = skip_value(b, at)?;
         if name == key.as_bytes() {
-            return Some(value_start..at);
+            return Some(at);
         }
+        at = skip_value(b, at)?;
         space(&mut at);
         match b.get(at) {
             Some(b',') => at += 1,
             _ => return None,
         }
     }
+}
+
+/// The byte range of the value of the top-level field `key` of the JSON object `json`.
+pub fn field_range(json: &str, key: &str) -> Option<Range<usize>> {
+    let start = field_start(json, key)?;
+    Some(start..skip_value(json.as_bytes(), start)?)
 }
 
 /// The index after the string starting at `at` (a `"`).
@@ -140,13 +152,23 @@ fn skip_value(b: &[u8], mut at: usize) -> Option<usize> {
 
 /// The embeddings of a JSON array of embeddings (each an array of numbers or a base64 string).
 pub fn parse_many(json: &str) -> Result<Vec<Vec<f64>>, String> {
-    let b = json.trim().as_bytes();
-    if b.first() != Some(&b'[') {
+    let start = json.len() - json.trim_start().len();
+    let (values, end) = many_at(json, start)?;
+    if !json[end..].trim().is_empty() {
+        return Err("a list of embeddings that is not JSON".into());
+    }
+    Ok(values)
+}
+
+/// The embeddings of the array starting at `start`, and the index after it.
+fn many_at(json: &str, start: usize) -> Result<(Vec<Vec<f64>>, usize), String> {
+    let b = json.as_bytes();
+    if b.get(start) != Some(&b'[') {
         return Err("a list of embeddings is an array".into());
     }
-    let text = json.trim();
+    let not_json = || "a list of embeddings that is not JSON".to_owned();
     let mut out = Vec::new();
-    let mut at = 1;
+    let mut at = start + 1;
     let space = |at: &mut usize| {
         while *at < b.len() && b[*at].is_ascii_whitespace() {
             *at += 1;
@@ -154,18 +176,29 @@ pub fn parse_many(json: &str) -> Result<Vec<Vec<f64>>, String> {
     };
     space(&mut at);
     if b.get(at) == Some(&b']') {
-        return Ok(out);
+        return Ok((out, at + 1));
     }
     loop {
         space(&mut at);
-        let start = at;
-        at = skip_value(b, at).ok_or("a list of embeddings that is not JSON")?;
-        out.push(parse(&text[start..at]).map_err(|e| format!("embedding {}: {e}", out.len() + 1))?);
+        let one = match b.get(at) {
+            Some(b'[') => numbers_at(b, at),
+            Some(b'"') => {
+                let end = skip_string(b, at).ok_or_else(not_json)?;
+                parse(&json[at..end]).map(|v| (v, end))
+            }
+            _ => Err(
+                "an embedding is an array of numbers or a base64 string of float32 values"
+                    .to_owned(),
+            ),
+        };
+        let (values, end) = one.map_err(|e| format!("embedding {}: {e}", out.len() + 1))?;
+        out.push(values);
+        at = end;
         space(&mut at);
         match b.get(at) {
             Some(b',') => at += 1,
-            Some(b']') => return Ok(out),
-            _ => return Err("a list of embeddings that is not JSON".into()),
+            Some(b']') => return Ok((out, at + 1)),
+            _ => return Err(not_json()),
         }
     }
 }
@@ -184,82 +217,55 @@ pub fn parse(json: &str) -> Result<Vec<f64>, String> {
     }
 }
 
-/// The numbers of a JSON array (already known to be valid JSON).
+/// The numbers of a JSON array of numbers.
 fn numbers(json: &str) -> Result<Vec<f64>, String> {
-    let bytes = json.as_bytes();
-    let inner = &bytes[1..bytes.len().saturating_sub(1)];
-    let mut values = Vec::with_capacity(inner.len() / 8 + 1);
-    let mut at = 0;
-    let skip_space = |at: &mut usize| {
-        while *at < inner.len() && inner[*at].is_ascii_whitespace() {
-            *at += 1;
-        }
-    };
-    skip_space(&mut at);
-    if at == inner.len() {
-        return Ok(values);
+    let (values, end) = numbers_at(json.as_bytes(), 0)?;
+    if !json[end..].trim().is_empty() {
+        return Err("an embedding array followed by more text".into());
     }
-    loop {
-        skip_space(&mut at);
-        let rest = &inner[at..];
-        // JSON numbers start with '-' or a digit; fast-float2 would also take "inf" or "+1".
-        if !rest
-            .first()
-            .is_some_and(|b| *b == b'-' || b.is_ascii_digit())
-        {
-            return Err(format!(
-                "embedding value {} is not a number",
-                values.len() + 1
-            ));
-        }
-        let used = json_number_len(rest)
-            .ok_or_else(|| format!("embedding value {} is not a number", values.len() + 1))?;
-        let value = fast_float2::parse::<f64, _>(&rest[..used])
-            .map_err(|_| format!("embedding value {} is not a number", values.len() + 1))?;
-        values.push(value);
-        at += used;
-        skip_space(&mut at);
-        match inner.get(at) {
-            None => return Ok(values),
-            Some(b',') => at += 1,
-            Some(_) => return Err(format!("embedding value {} is not a number", values.len())),
-        }
-    }
+    Ok(values)
 }
 
-/// The length of the JSON number at the start of `b` (`-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`).
-fn json_number_len(b: &[u8]) -> Option<usize> {
-    let mut at = usize::from(b.first() == Some(&b'-'));
-    let digits = |at: &mut usize| {
-        let start = *at;
-        while *at < b.len() && b[*at].is_ascii_digit() {
+/// The numbers of the JSON array starting at `start` (a `[`), and the index after its `]`. One
+/// pass: each number is parsed by fast-float2 where it stands, and checked against JSON's number
+/// syntax (no `+`, `inf`, `.5`, `1.`, `01`).
+fn numbers_at(b: &[u8], start: usize) -> Result<(Vec<f64>, usize), String> {
+    let not_a_number = |i: usize| format!("embedding value {i} is not a number");
+    let mut values = Vec::with_capacity(1024);
+    let mut at = start + 1;
+    let space = |at: &mut usize| {
+        while *at < b.len() && b[*at].is_ascii_whitespace() {
             *at += 1;
         }
-        *at > start
     };
-    match b.get(at) {
-        Some(b'0') => at += 1,
-        Some(c) if c.is_ascii_digit() => {
-            digits(&mut at);
-        }
-        _ => return None,
+    space(&mut at);
+    if b.get(at) == Some(&b']') {
+        return Ok((values, at + 1));
     }
-    if b.get(at) == Some(&b'.') {
-        at += 1;
-        if !digits(&mut at) {
-            return None;
+    loop {
+        space(&mut at);
+        let rest = &b[at.min(b.len())..];
+        let digits_at = usize::from(rest.first() == Some(&b'-'));
+        let first = rest.get(digits_at).copied().unwrap_or(b' ');
+        if !first.is_ascii_digit()
+            || (first == b'0' && rest.get(digits_at + 1).is_some_and(u8::is_ascii_digit))
+        {
+            return Err(not_a_number(values.len() + 1));
+        }
+        let (value, used) = fast_float2::parse_partial::<f64, _>(rest)
+            .map_err(|_| not_a_number(values.len() + 1))?;
+        if rest[used - 1] == b'.' {
+            return Err(not_a_number(values.len() + 1));
+        }
+        values.push(value);
+        at += used;
+        space(&mut at);
+        match b.get(at) {
+            Some(b',') => at += 1,
+            Some(b']') => return Ok((values, at + 1)),
+            _ => return Err(not_a_number(values.len() + usize::from(at < b.len()))),
         }
     }
-    if matches!(b.get(at), Some(b'e' | b'E')) {
-        at += 1;
-        if matches!(b.get(at), Some(b'+' | b'-')) {
-            at += 1;
-        }
-        if !digits(&mut at) {
-            return None;
-        }
-    }
-    Some(at)
 }
 
 /// Little-endian float32 values from base64 (standard alphabet, padding optional).
@@ -374,12 +380,13 @@ mod tests {
 
     #[test]
     fn json_numbers_are_checked_as_json_defines_them() {
-        for ok in ["0", "-0", "1.5", "1e5", "1E-5", "-12.25e+3"] {
-            assert_eq!(json_number_len(ok.as_bytes()), Some(ok.len()), "{ok}");
+        for ok in ["0", "-0", "1.5", "1e5", "1E-5", "-12.25e+3", "0.5"] {
+            assert!(parse(&format!("[{ok}]")).is_ok(), "{ok}");
         }
-        for bad in ["-", ".5", "1.", "1e", "+1", "inf", "NaN"] {
-            assert!(json_number_len(bad.as_bytes()) != Some(bad.len()), "{bad}");
+        for bad in ["-", ".5", "1.", "+1", "inf", "NaN", "01", "-01", "1 2"] {
+            assert!(parse(&format!("[{bad}]")).is_err(), "{bad}");
         }
+        assert!(parse("[1] x").is_err());
     }
 
     #[test]

@@ -61,7 +61,7 @@ fn read_body(bytes: &[u8]) -> Result<RouteBody, ApiError> {
     let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let fast = std::str::from_utf8(text).ok().and_then(|text| {
         for (key, many) in [("embedding", false), ("embeddings", true)] {
-            if r2_router::vector::field_range(text, key).is_some() {
+            if r2_router::vector::field_start(text, key).is_some() {
                 let (mut body, values) =
                     r2_router::vector::from_str_with::<RouteBody>(text, key, many).ok()?;
                 let mut values = values?;
