@@ -6,6 +6,8 @@
 #                                                       R2_BENCH_THREADS: wrk threads, default 2)
 #
 # R2_BENCH_BIN: an r2 binary to measure instead of building this tree's (e.g. an older build).
+# R2_BENCH_BASE64=1: the embeddings as base64 of little-endian float32 (OpenAI's
+# `encoding_format: "base64"`) instead of JSON numbers.
 # Needs wrk (`apt-get install wrk`) and the shared data folder ($R2_SHARED_DIR, else ../shared) for
 # the upstream checkpoints and the golden embeddings. Prints req/s, p50/p99 latency, errors, and
 # the server's resident memory before and after.
@@ -26,11 +28,16 @@ if [ ! -f "$work/router/router.safetensors" ]; then
 fi
 
 # One request body per golden embedding: {"embedding": [...], "input_tokens": n}.
-python3 - "$shared/golden/route-input.jsonl" > "$work/bodies.jsonl" <<'PY'
-import json, sys
+python3 - "$shared/golden/route-input.jsonl" "${R2_BENCH_BASE64:-0}" > "$work/bodies.jsonl" <<'PY'
+import base64, json, struct, sys
 for line in open(sys.argv[1]):
+    if not line.strip():
+        continue
     g = json.loads(line)
-    print(json.dumps({"embedding": g["embedding"], "input_tokens": g["input_tokens"]}))
+    embedding = g["embedding"]
+    if sys.argv[2] == "1":
+        embedding = base64.b64encode(struct.pack("<%df" % len(embedding), *embedding)).decode()
+    print(json.dumps({"embedding": embedding, "input_tokens": g["input_tokens"]}))
 PY
 cat > "$work/route.lua" <<'LUA'
 local bodies = {}
