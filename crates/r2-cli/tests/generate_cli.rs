@@ -285,16 +285,22 @@ fn a_failing_choice_falls_back_to_the_next_best_model() {
     assert!(first.get("fallback").is_none(), "{first}");
     let chosen = first["openrouter_id"].as_str().unwrap().to_owned();
 
-    let options = r2_fixtures::ChatServerOptions {
-        failing: [(
-            chosen.clone(),
-            r2_fixtures::ModelFailure::Status(503, "overloaded"),
-        )]
-        .into_iter()
-        .collect(),
-        ..Default::default()
+    // A provider on which the chosen model is overloaded.
+    let failing_chosen = || {
+        r2_fixtures::start_chat_server_with(
+            r2_fixtures::ChatReply::Ok,
+            r2_fixtures::ChatServerOptions {
+                failing: [(
+                    chosen.clone(),
+                    r2_fixtures::ModelFailure::Status(503, "overloaded"),
+                )]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            },
+        )
     };
-    let (chat, seen) = r2_fixtures::start_chat_server_with(r2_fixtures::ChatReply::Ok, options);
+    let (chat, seen) = failing_chosen();
     let out = r2(chat, embed)
         .args(["--query", "query0", "--json"])
         .env("OPENROUTER_API_KEY", KEY)
@@ -324,18 +330,8 @@ fn a_failing_choice_falls_back_to_the_next_best_model() {
     assert!(!before.is_empty() && before.iter().all(|s| s.body["model"] == chosen.as_str()));
 
     // --fallbacks 0: the failure is the answer.
-    let (chat, _) = r2_fixtures::start_chat_server_with(
-        r2_fixtures::ChatReply::Ok,
-        r2_fixtures::ChatServerOptions {
-            failing: [(
-                chosen.clone(),
-                r2_fixtures::ModelFailure::Status(503, "overloaded"),
-            )]
-            .into_iter()
-            .collect(),
-            ..Default::default()
-        },
-    );
+    drop(seen);
+    let (chat, _) = failing_chosen();
     let out = r2(chat, embed)
         .args(["--query", "query0", "--json", "--fallbacks", "0"])
         .env("OPENROUTER_API_KEY", KEY)

@@ -272,19 +272,12 @@ fn serve_closes_half_sent_heads_and_sigterm_does_not_wait_for_a_stalled_body() {
 
 #[test]
 fn serve_with_log_format_json_logs_a_failed_request_as_one_json_line_with_its_decision() {
-    let (mut child, address, stderr) = start_with(&["--log-format", "json"]);
+    let (child, address, stderr) = start_with(&["--log-format", "json"]);
     let chat = r#"{"model": "r2-router", "messages": [{"role": "user", "content": "query3"}]}"#;
     let (status, _) = post(address, "/v1/chat/completions", chat, CLIENT_KEY);
     assert_eq!(status, 502);
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    assert!(child.wait().unwrap().success());
-    let log: Vec<String> = stderr.iter().collect();
-    check_no_key(&log.join("\n"));
+    let log = stop(child, stderr);
     let line = log
         .iter()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -313,16 +306,9 @@ fn serve_with_log_format_json_logs_a_failed_request_as_one_json_line_with_its_de
 
 /// The access-log lines (target `r2_serve::access`) of a `--log-format json` server's stderr,
 /// after SIGTERM.
-fn access_lines(mut child: Child, stderr: mpsc::Receiver<String>) -> Vec<serde_json::Value> {
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    assert!(child.wait().unwrap().success());
-    let log: Vec<String> = stderr.iter().collect();
-    check_no_key(&log.join("\n"));
-    log.iter()
+fn access_lines(child: Child, stderr: mpsc::Receiver<String>) -> Vec<serde_json::Value> {
+    stop(child, stderr)
+        .iter()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|line| line["request_id"].is_string())
         .collect()
@@ -374,4 +360,17 @@ fn the_access_log_has_one_json_line_per_request_and_the_prompt_only_when_asked()
         let text = lines[0].to_string();
         assert_eq!(text.contains("query3"), log_prompts, "{text}");
     }
+}
+
+/// Stops the server with SIGTERM (it must exit 0) and returns its stderr lines, checked for keys.
+fn stop(mut child: Child, stderr: mpsc::Receiver<String>) -> Vec<String> {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+    let log: Vec<String> = stderr.iter().collect();
+    check_no_key(&log.join("\n"));
+    log
 }
