@@ -1,4 +1,3 @@
-use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 
 use crate::{kernel, Budget, Error, Result};
@@ -6,8 +5,9 @@ use crate::{kernel, Budget, Error, Result};
 mod grid;
 pub use grid::{BudgetGrid, BudgetPoint};
 
-/// Queries screened together in one float32 matrix product on the batch path.
-const SCREEN_BLOCK: usize = 2048;
+/// Queries screened together in one float32 matrix product on the batch path (a few GEMM tiles,
+/// so the head values are still in cache when the queries are decided).
+const SCREEN_BLOCK: usize = 48;
 
 /// One model of the pool with its prices and its Ridge heads, as handed to [`Router::new`].
 #[derive(Debug, Clone, PartialEq)]
@@ -149,9 +149,8 @@ pub struct Router {
     models: Vec<ModelInfo>,
     /// Row-major `[heads, dim]`: head `h` is `coef[h·dim .. (h + 1)·dim]`.
     coef: Vec<f32>,
-    /// The same weights as a column-major `heads × dim` matrix, for the batch product `W·X`,
-    /// whose columns (one per query) are then contiguous.
-    weights: DMatrix<f32>,
+    /// The same weights packed for the float32 screen kernels (`kernel::Packed`).
+    packed: kernel::Packed,
     intercept: Vec<f64>,
     /// Euclidean norm of each head's weights, for the error bound of the batch screen.
     coef_norm: Vec<f64>,
@@ -206,8 +205,7 @@ impl Router {
                     .sqrt()
             })
             .collect();
-        let heads = intercept.len();
-        let weights = DMatrix::from_row_slice(heads, dim, &coef);
+        let packed = kernel::Packed::new(&coef, dim);
         let limited_cost = infos
             .iter()
             .flat_map(|m| {
@@ -220,7 +218,7 @@ impl Router {
             dim,
             budgets,
             models: infos,
-            weights,
+            packed,
             coef,
             intercept,
             coef_norm,
@@ -358,12 +356,10 @@ impl Router {
         }
         // Screen in float32, then settle the few options that could still win in float64.
         let x32: Vec<f32> = embedding.iter().map(|&v| v as f32).collect();
-        let approx: Vec<f32> = self
-            .coef
-            .chunks_exact(self.dim)
-            .map(|w| kernel::dot_f32(w, &x32))
-            .collect();
-        match Screen::new(self).decide(&approx, embedding, input_tokens, &checked) {
+        let mut approx = vec![0.0f32; self.packed.padded_heads()];
+        self.packed.gemv(&x32, &mut approx);
+        let approx = &approx[..self.head_count()];
+        match Screen::new(self).decide(approx, embedding, input_tokens, &checked) {
             Some(choice) => Ok(Decision {
                 choice,
                 ranked: Vec::new(),
@@ -646,21 +642,27 @@ impl Router {
                 .collect();
         }
         let heads = self.head_count();
+        let padded = self.packed.padded_heads();
         let mut screen = Screen::new(self);
         let mut decisions = Vec::with_capacity(input_tokens.len());
+        let mut approx = vec![0.0f32; SCREEN_BLOCK.min(input_tokens.len()) * padded];
+        let mut scratch = Vec::new();
         for (block, (xs, tokens)) in embeddings
             .chunks(SCREEN_BLOCK * self.dim)
             .zip(input_tokens.chunks(SCREEN_BLOCK))
             .enumerate()
         {
-            let n = tokens.len();
-            // Column j of X is query j; column j of W·X holds every head of query j.
-            let x32 = DMatrix::<f32>::from_vec(self.dim, n, xs.iter().map(|&v| v as f32).collect());
-            let mut approx = DMatrix::<f32>::zeros(heads, n);
-            approx.gemm(1.0, &self.weights, &x32, 0.0);
-            for (j, (x, &t)) in xs.chunks_exact(self.dim).zip(tokens).enumerate() {
+            let approx = &mut approx[..tokens.len() * padded];
+            // Row j of `approx` holds every head of query j (then the padding of the last panel).
+            self.packed.gemm(xs, approx, &mut scratch);
+            for (j, ((x, &t), a)) in xs
+                .chunks_exact(self.dim)
+                .zip(tokens)
+                .zip(approx.chunks_exact(padded))
+                .enumerate()
+            {
                 let query = first + block * SCREEN_BLOCK + j;
-                let decision = match screen.decide(approx.column(j).as_slice(), x, t, checked) {
+                let decision = match screen.decide(&a[..heads], x, t, checked) {
                     Some(choice) => Decision {
                         choice,
                         ranked: Vec::new(),
@@ -747,6 +749,10 @@ struct Screen<'r> {
     options: Vec<Screened>,
     exact: Vec<f64>,
     refined: Vec<bool>,
+    /// Upper risk bound of every option (the fast path), in pool order.
+    upper: Vec<f64>,
+    /// Heads marked in `refined` for the current query (the fast path resets only these).
+    marked: Vec<usize>,
 }
 
 impl<'r> Screen<'r> {
@@ -759,7 +765,123 @@ impl<'r> Screen<'r> {
             options: Vec::with_capacity(router.option_count()),
             exact: vec![0.0; router.head_count()],
             refined: vec![false; router.head_count()],
+            upper: vec![0.0; router.option_count()],
+            marked: Vec::with_capacity(router.head_count()),
         }
+    }
+
+    /// [`Screen::decide_general`], with the common case (no candidate set, no cost cap) on a
+    /// faster path that gives the same decision.
+    fn decide(
+        &mut self,
+        approx: &[f32],
+        x: &[f64],
+        input_tokens: u64,
+        checked: &Checked,
+    ) -> Option<RouteOption> {
+        if checked.candidates.is_none() && checked.max_cost.is_none() {
+            self.decide_all(approx, x, input_tokens, checked.lambda)
+        } else {
+            self.decide_general(approx, x, input_tokens, checked)
+        }
+    }
+
+    /// The screen over every option of the pool without a cost cap: the same bounds and the same
+    /// rule as [`Screen::decide_general`], computed in two flat passes (upper bounds and the best
+    /// lower bound, then the few options whose upper bound reaches it) without per-option records.
+    fn decide_all(
+        &mut self,
+        approx: &[f32],
+        x: &[f64],
+        input_tokens: u64,
+        lambda: f64,
+    ) -> Option<RouteOption> {
+        let router = self.router;
+        let b = router.budgets.len();
+        let per_model = b + 2;
+        let x_norm = kernel::norm(x);
+        if !x_norm.is_finite() || !approx.iter().fold(true, |ok, v| ok & v.is_finite()) {
+            return None;
+        }
+        let gamma = self.gamma;
+        let keep = 1.0 - lambda;
+        let mut floor = f64::NEG_INFINITY;
+        for (m, model) in router.models.iter().enumerate() {
+            let base = m * per_model;
+            let input_cost = input_tokens as f64 * model.input_price_per_million / 1e6;
+            let heads = base..base + per_model;
+            let (a, norm, icpt) = (
+                &approx[heads.clone()],
+                &router.coef_norm[heads.clone()],
+                &router.intercept[heads],
+            );
+            let upper = &mut self.upper[m * (b + 1)..(m + 1) * (b + 1)];
+            let costs = &router.limited_cost[m * b..(m + 1) * b];
+            for k in 0..b {
+                let cost = input_cost + costs[k];
+                let value = f64::from(a[k]) + icpt[k];
+                let risk = keep * value.clamp(0.0, 1.0) - lambda * cost;
+                let error = gamma * (norm[k] * x_norm + icpt[k].abs());
+                let slack = keep * error + 1e-14 * (1.0 + risk.abs() + cost);
+                floor = floor.max(risk - slack);
+                upper[k] = risk + slack;
+            }
+            let (q, t) = (b, b + 1);
+            let error = |h: usize| gamma * (norm[h] * x_norm + icpt[h].abs());
+            let tokens = (f64::from(a[t]) + icpt[t]).max(0.0);
+            let cost = input_cost + tokens * model.output_price_per_million / 1e6;
+            let cost_slack = model.output_price_per_million / 1e6 * error(t) + 1e-15 * cost;
+            let risk = keep * (f64::from(a[q]) + icpt[q]).clamp(0.0, 1.0) - lambda * cost;
+            let slack = keep * error(q) + lambda * cost_slack + 1e-14 * (1.0 + risk.abs() + cost);
+            floor = floor.max(risk - slack);
+            upper[b] = risk + slack;
+        }
+
+        // The heads of every option that may still win; give up when that is most of them.
+        for &h in &self.marked {
+            self.refined[h] = false;
+        }
+        self.marked.clear();
+        for (o, _) in self.upper.iter().enumerate().filter(|(_, &u)| u >= floor) {
+            let (m, k) = (o / (b + 1), o % (b + 1));
+            let base = m * per_model;
+            let heads: &[usize] = if k == b {
+                &[base + b, base + b + 1]
+            } else {
+                &[base + k]
+            };
+            for &h in heads {
+                if !self.refined[h] {
+                    self.refined[h] = true;
+                    self.marked.push(h);
+                }
+            }
+        }
+        if self.marked.len() * 4 > router.head_count() {
+            return None;
+        }
+        let dim = router.dim;
+        for &h in &self.marked {
+            self.exact[h] =
+                kernel::dot(&router.coef[h * dim..(h + 1) * dim], x) + router.intercept[h];
+        }
+        let mut best: Option<RouteOption> = None;
+        for (o, _) in self.upper.iter().enumerate().filter(|(_, &u)| u >= floor) {
+            let (m, k) = (o / (b + 1), o % (b + 1));
+            let base = m * per_model;
+            let opt = router.option(
+                m,
+                k,
+                self.exact[base + k],
+                self.exact[base + b + 1],
+                input_tokens,
+                lambda,
+            );
+            if best.is_none_or(|best| opt.risk > best.risk) {
+                best = Some(opt);
+            }
+        }
+        best
     }
 
     /// The exact decision for one query from its float32 head values, or `None` when the screen
@@ -769,7 +891,7 @@ impl<'r> Screen<'r> {
     /// float64 value, so each option's risk is known to within a slack. Let `L` be the best lower
     /// bound among options surely within the cost cap: an option whose upper bound is below `L` can
     /// neither win nor tie, and only the others are recomputed exactly.
-    fn decide(
+    fn decide_general(
         &mut self,
         approx: &[f32],
         x: &[f64],
@@ -846,6 +968,7 @@ impl<'r> Screen<'r> {
 
         // Mark the heads of every option that may still win; give up when that is most of them.
         self.refined.iter_mut().for_each(|r| *r = false);
+        self.marked.clear();
         let mut to_refine = 0;
         for s in self.options.iter().filter(|s| s.risk + s.slack >= floor) {
             let base = s.m * per_model;
