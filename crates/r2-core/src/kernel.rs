@@ -9,7 +9,9 @@
 //! The function picks an AVX2+FMA build at run time where the CPU has it. Within one process the
 //! choice never changes, so the single-query and batch paths always agree to the bit.
 
+mod bf16;
 mod screen;
+pub(crate) use bf16::Bf16Screen;
 pub(crate) use screen::Packed;
 
 /// Number of independent float64 accumulators (four AVX2 registers).

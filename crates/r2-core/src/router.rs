@@ -151,6 +151,8 @@ pub struct Router {
     coef: Vec<f32>,
     /// The same weights packed for the float32 screen kernels (`kernel::Packed`).
     packed: kernel::Packed,
+    /// And in bfloat16, when the CPU has AVX-512 BF16 (then the screen uses these).
+    bf16: Option<kernel::Bf16Screen>,
     intercept: Vec<f64>,
     /// Euclidean norm of each head's weights, for the error bound of the batch screen.
     coef_norm: Vec<f64>,
@@ -206,6 +208,7 @@ impl Router {
             })
             .collect();
         let packed = kernel::Packed::new(&coef, dim);
+        let bf16 = kernel::Bf16Screen::new(&coef, dim);
         let limited_cost = infos
             .iter()
             .flat_map(|m| {
@@ -219,6 +222,7 @@ impl Router {
             budgets,
             models: infos,
             packed,
+            bf16,
             coef,
             intercept,
             coef_norm,
@@ -355,11 +359,20 @@ impl Router {
             return self.route_exact(0, embedding, input_tokens, &checked);
         }
         // Screen in float32, then settle the few options that could still win in float64.
-        let x32: Vec<f32> = embedding.iter().map(|&v| v as f32).collect();
         let mut approx = vec![0.0f32; self.packed.padded_heads()];
-        self.packed.gemv(&x32, &mut approx);
+        let widen = match &self.bf16 {
+            Some(bf16) => {
+                let x_error = bf16.gemv(embedding, &mut Vec::new(), &mut approx);
+                Some((bf16.error(), x_error))
+            }
+            None => {
+                let x32: Vec<f32> = embedding.iter().map(|&v| v as f32).collect();
+                self.packed.gemv(&x32, &mut approx);
+                None
+            }
+        };
         let approx = &approx[..self.head_count()];
-        match Screen::new(self).decide(approx, embedding, input_tokens, &checked) {
+        match Screen::new(self).decide(approx, widen, embedding, input_tokens, &checked) {
             Some(choice) => Ok(Decision {
                 choice,
                 ranked: Vec::new(),
@@ -654,6 +667,8 @@ impl Router {
         {
             let approx = &mut approx[..tokens.len() * padded];
             // Row j of `approx` holds every head of query j (then the padding of the last panel).
+            // Always float32: the GEMM is bound by arithmetic, and bfloat16 dot products are no
+            // faster per element on the CPUs that have them, only less precise.
             self.packed.gemm(xs, approx, &mut scratch);
             for (j, ((x, &t), a)) in xs
                 .chunks_exact(self.dim)
@@ -662,7 +677,7 @@ impl Router {
                 .enumerate()
             {
                 let query = first + block * SCREEN_BLOCK + j;
-                let decision = match screen.decide(&a[..heads], x, t, checked) {
+                let decision = match screen.decide(&a[..heads], None, x, t, checked) {
                     Some(choice) => Decision {
                         choice,
                         ranked: Vec::new(),
@@ -772,17 +787,42 @@ impl<'r> Screen<'r> {
 
     /// [`Screen::decide_general`], with the common case (no candidate set, no cost cap) on a
     /// faster path that gives the same decision.
+    ///
+    /// `widen`: for a bfloat16 screen, `‖w − wb‖` per head and `‖x − xb‖` (see `kernel::bf16`).
     fn decide(
         &mut self,
         approx: &[f32],
+        widen: Option<(&[f64], f64)>,
         x: &[f64],
         input_tokens: u64,
         checked: &Checked,
     ) -> Option<RouteOption> {
         if checked.candidates.is_none() && checked.max_cost.is_none() {
-            self.decide_all(approx, x, input_tokens, checked.lambda)
+            self.decide_all(approx, widen, x, input_tokens, checked.lambda)
         } else {
-            self.decide_general(approx, x, input_tokens, checked)
+            self.decide_general(approx, widen, x, input_tokens, checked)
+        }
+    }
+
+    /// How far the screen's value of head `h` can be from the exact float64 path's: `γ·(‖w‖·‖x‖ +
+    /// |b|)` for a float32 screen (both paths' rounding, whatever the order of the sums); for a
+    /// bfloat16 one, `γ` over the rounded vectors plus the two roundings' own error.
+    #[inline(always)]
+    fn head_error(
+        router: &Router,
+        gamma: f64,
+        h: usize,
+        x_norm: f64,
+        widen: Option<(&[f64], f64)>,
+    ) -> f64 {
+        let (w_norm, b) = (router.coef_norm[h], router.intercept[h].abs());
+        match widen {
+            None => gamma * (w_norm * x_norm + b),
+            Some((w_error, x_error)) => {
+                let d = w_error[h];
+                let wb_norm = w_norm + d;
+                gamma * (wb_norm * (x_norm + x_error) + b) + d * x_norm + wb_norm * x_error + 1e-30
+            }
         }
     }
 
@@ -792,6 +832,7 @@ impl<'r> Screen<'r> {
     fn decide_all(
         &mut self,
         approx: &[f32],
+        widen: Option<(&[f64], f64)>,
         x: &[f64],
         input_tokens: u64,
         lambda: f64,
@@ -803,31 +844,26 @@ impl<'r> Screen<'r> {
         if !x_norm.is_finite() || !approx.iter().fold(true, |ok, v| ok & v.is_finite()) {
             return None;
         }
-        let gamma = self.gamma;
-        let keep = 1.0 - lambda;
+        let (gamma, keep) = (self.gamma, 1.0 - lambda);
         let mut floor = f64::NEG_INFINITY;
         for (m, model) in router.models.iter().enumerate() {
             let base = m * per_model;
             let input_cost = input_tokens as f64 * model.input_price_per_million / 1e6;
             let heads = base..base + per_model;
-            let (a, norm, icpt) = (
-                &approx[heads.clone()],
-                &router.coef_norm[heads.clone()],
-                &router.intercept[heads],
-            );
+            let (a, icpt) = (&approx[heads.clone()], &router.intercept[heads]);
             let upper = &mut self.upper[m * (b + 1)..(m + 1) * (b + 1)];
             let costs = &router.limited_cost[m * b..(m + 1) * b];
             for k in 0..b {
                 let cost = input_cost + costs[k];
                 let value = f64::from(a[k]) + icpt[k];
                 let risk = keep * value.clamp(0.0, 1.0) - lambda * cost;
-                let error = gamma * (norm[k] * x_norm + icpt[k].abs());
+                let error = Self::head_error(router, gamma, base + k, x_norm, widen);
                 let slack = keep * error + 1e-14 * (1.0 + risk.abs() + cost);
                 floor = floor.max(risk - slack);
                 upper[k] = risk + slack;
             }
             let (q, t) = (b, b + 1);
-            let error = |h: usize| gamma * (norm[h] * x_norm + icpt[h].abs());
+            let error = |h: usize| Self::head_error(router, gamma, base + h, x_norm, widen);
             let tokens = (f64::from(a[t]) + icpt[t]).max(0.0);
             let cost = input_cost + tokens * model.output_price_per_million / 1e6;
             let cost_slack = model.output_price_per_million / 1e6 * error(t) + 1e-15 * cost;
@@ -894,6 +930,7 @@ impl<'r> Screen<'r> {
     fn decide_general(
         &mut self,
         approx: &[f32],
+        widen: Option<(&[f64], f64)>,
         x: &[f64],
         input_tokens: u64,
         checked: &Checked,
@@ -908,8 +945,7 @@ impl<'r> Screen<'r> {
             return None;
         }
         let gamma = self.gamma;
-        let head_error =
-            |h: usize| gamma * (router.coef_norm[h] * x_norm + router.intercept[h].abs());
+        let head_error = |h: usize| Self::head_error(router, gamma, h, x_norm, widen);
         let value = |h: usize| f64::from(approx[h]) + router.intercept[h];
         let keep = 1.0 - lambda;
         // The last term of each slack covers the rounding of the risk formula on both paths.
