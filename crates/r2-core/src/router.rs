@@ -768,6 +768,8 @@ struct Screen<'r> {
     upper: Vec<f64>,
     /// Heads marked in `refined` for the current query (the fast path resets only these).
     marked: Vec<usize>,
+    /// Per head, the bound on the screen's error for the current query (`head_error`).
+    error: Vec<f64>,
 }
 
 impl<'r> Screen<'r> {
@@ -782,6 +784,7 @@ impl<'r> Screen<'r> {
             refined: vec![false; router.head_count()],
             upper: vec![0.0; router.option_count()],
             marked: Vec::with_capacity(router.head_count()),
+            error: vec![0.0; router.head_count()],
         }
     }
 
@@ -844,26 +847,46 @@ impl<'r> Screen<'r> {
         if !x_norm.is_finite() || !approx.iter().fold(true, |ok, v| ok & v.is_finite()) {
             return None;
         }
-        let (gamma, keep) = (self.gamma, 1.0 - lambda);
+        let gamma = self.gamma;
+        match widen {
+            None => {
+                for ((e, &w_norm), &icpt) in
+                    self.error.iter_mut().zip(&router.coef_norm).zip(&router.intercept)
+                {
+                    *e = gamma * (w_norm * x_norm + icpt.abs());
+                }
+            }
+            Some(_) => {
+                for (h, e) in self.error.iter_mut().enumerate() {
+                    *e = Self::head_error(router, gamma, h, x_norm, widen);
+                }
+            }
+        }
+        let keep = 1.0 - lambda;
         let mut floor = f64::NEG_INFINITY;
         for (m, model) in router.models.iter().enumerate() {
             let base = m * per_model;
             let input_cost = input_tokens as f64 * model.input_price_per_million / 1e6;
             let heads = base..base + per_model;
-            let (a, icpt) = (&approx[heads.clone()], &router.intercept[heads]);
+            let (a, icpt) = (&approx[heads.clone()], &router.intercept[heads.clone()]);
+            let errors = &self.error[heads];
             let upper = &mut self.upper[m * (b + 1)..(m + 1) * (b + 1)];
             let costs = &router.limited_cost[m * b..(m + 1) * b];
-            for k in 0..b {
-                let cost = input_cost + costs[k];
-                let value = f64::from(a[k]) + icpt[k];
+            // Flat slices of one length: no bounds checks, one floor per model (short chains).
+            let mut model_floor = f64::NEG_INFINITY;
+            for ((((u, &a), &icpt), &error), &c) in
+                upper[..b].iter_mut().zip(&a[..b]).zip(&icpt[..b]).zip(&errors[..b]).zip(costs)
+            {
+                let cost = input_cost + c;
+                let value = f64::from(a) + icpt;
                 let risk = keep * value.clamp(0.0, 1.0) - lambda * cost;
-                let error = Self::head_error(router, gamma, base + k, x_norm, widen);
                 let slack = keep * error + 1e-14 * (1.0 + risk.abs() + cost);
-                floor = floor.max(risk - slack);
-                upper[k] = risk + slack;
+                model_floor = model_floor.max(risk - slack);
+                *u = risk + slack;
             }
+            floor = floor.max(model_floor);
             let (q, t) = (b, b + 1);
-            let error = |h: usize| Self::head_error(router, gamma, base + h, x_norm, widen);
+            let error = |h: usize| errors[h];
             let tokens = (f64::from(a[t]) + icpt[t]).max(0.0);
             let cost = input_cost + tokens * model.output_price_per_million / 1e6;
             let cost_slack = model.output_price_per_million / 1e6 * error(t) + 1e-15 * cost;

@@ -173,14 +173,17 @@ impl Packed {
 /// zeros for `q_n ≤ q < tile`.
 fn transpose(xs: &[f64], dim: usize, tile: usize, xt: &mut [f32]) {
     let q_n = xs.len() / dim;
-    assert!(q_n <= tile && xt.len() == dim * tile);
-    for (k, dst) in xt.chunks_exact_mut(tile).enumerate() {
-        let (real, pad) = dst.split_at_mut(q_n);
-        for (q, d) in real.iter_mut().enumerate() {
-            // q < q_n and k < dim, so q·dim + k < xs.len(): never out of bounds.
-            *d = xs[q * dim + k] as f32;
+    assert!(q_n <= tile && xt.len() == dim * tile && xs.len() == q_n * dim);
+    if q_n < tile {
+        xt.fill(0.0);
+    }
+    let (src, dst) = (xs.as_ptr(), xt.as_mut_ptr());
+    for q in 0..q_n {
+        for k in 0..dim {
+            // SAFETY: q < q_n and k < dim, so q·dim + k < xs.len() and k·tile + q < xt.len()
+            // (both checked above). Raw pointers: the strided stores defeat bounds-check removal.
+            unsafe { *dst.add(k * tile + q) = *src.add(q * dim + k) as f32 };
         }
-        pad.fill(0.0);
     }
 }
 
