@@ -5,7 +5,12 @@ use r2_core::{RouteParams, Router};
 /// CPU time of the whole process so far (ns), from /proc (robust to a shared, oversubscribed machine).
 fn cpu_ns(threads: usize) -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let mut ns = ticks * 1e7;
@@ -18,7 +23,11 @@ fn cpu_ns(threads: usize) -> f64 {
         let mut sum = 0.0;
         for t in tasks.flatten() {
             let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-            sum += s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            sum += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
         }
         if sum > 0.0 {
             ns = sum;
@@ -50,7 +59,9 @@ fn main() {
                 ts.push(g.input_tokens + i as u64 % 50);
             }
             for _ in 0..iters {
-                let d = router.route_batch_parallel(&xs, &ts, &params, threads).unwrap();
+                let d = router
+                    .route_batch_parallel(&xs, &ts, &params, threads)
+                    .unwrap();
                 sink += d[0].choice.model;
             }
             let per = start.elapsed().as_secs_f64() / iters as f64;
@@ -66,11 +77,19 @@ fn main() {
         _ => {
             for i in 0..iters {
                 let g = &inputs[i % inputs.len()];
-                sink += router.route(&g.embedding, g.input_tokens, &params).unwrap().choice.model;
+                sink += router
+                    .route(&g.embedding, g.input_tokens, &params)
+                    .unwrap()
+                    .choice
+                    .model;
             }
             let per = start.elapsed().as_secs_f64() / iters as f64;
             let cpu = (cpu_ns(threads) - cpu0) / 1e9 / iters as f64;
-            println!("one: {:.2} µs wall, {:.2} µs CPU ({sink})", per * 1e6, cpu * 1e6);
+            println!(
+                "one: {:.2} µs wall, {:.2} µs CPU ({sink})",
+                per * 1e6,
+                cpu * 1e6
+            );
         }
     }
 }

@@ -850,8 +850,11 @@ impl<'r> Screen<'r> {
         let gamma = self.gamma;
         match widen {
             None => {
-                for ((e, &w_norm), &icpt) in
-                    self.error.iter_mut().zip(&router.coef_norm).zip(&router.intercept)
+                for ((e, &w_norm), &icpt) in self
+                    .error
+                    .iter_mut()
+                    .zip(&router.coef_norm)
+                    .zip(&router.intercept)
                 {
                     *e = gamma * (w_norm * x_norm + icpt.abs());
                 }
@@ -874,8 +877,12 @@ impl<'r> Screen<'r> {
             let costs = &router.limited_cost[m * b..(m + 1) * b];
             // Flat slices of one length: no bounds checks, one floor per model (short chains).
             let mut model_floor = f64::NEG_INFINITY;
-            for ((((u, &a), &icpt), &error), &c) in
-                upper[..b].iter_mut().zip(&a[..b]).zip(&icpt[..b]).zip(&errors[..b]).zip(costs)
+            for ((((u, &a), &icpt), &error), &c) in upper[..b]
+                .iter_mut()
+                .zip(&a[..b])
+                .zip(&icpt[..b])
+                .zip(&errors[..b])
+                .zip(costs)
             {
                 let cost = input_cost + c;
                 let value = f64::from(a) + icpt;

@@ -151,6 +151,8 @@ mod x86 {
     //! The AVX-512 BF16 kernels. Each requires AVX-512F and AVX-512 BF16 and the lengths its caller
     //! checks: `data.len() == panels·pairs·PANEL`, `xb.len() == pairs`, `out` room for every
     //! panel.
+    // Register tiles are indexed by (panel, query): index loops say what each register holds.
+    #![allow(clippy::needless_range_loop)]
     use super::{GROUP, PANEL};
     use std::arch::x86_64::*;
 
@@ -166,7 +168,13 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn gemv(data: &[u32], pairs: usize, panels: usize, xb: &[u32], out: &mut [f32]) {
+    pub(super) unsafe fn gemv(
+        data: &[u32],
+        pairs: usize,
+        panels: usize,
+        xb: &[u32],
+        out: &mut [f32],
+    ) {
         debug_assert!(data.len() == panels * pairs * PANEL && xb.len() == pairs);
         debug_assert!(out.len() == panels * PANEL);
         let mut p = 0;
@@ -220,7 +228,6 @@ mod x86 {
             );
         }
     }
-
 }
 
 #[cfg(test)]
@@ -232,7 +239,10 @@ mod tests {
         assert_eq!(bf16_value(bf16_bits(1.0)), 1.0);
         assert_eq!(bf16_value(bf16_bits(1.0 + 1.0 / 256.0)), 1.0); // tie, to even
         assert_eq!(bf16_value(bf16_bits(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0); // tie, to even
-        assert_eq!(bf16_value(bf16_bits(-1.0 - 1.0 / 200.0)), -1.0 - 1.0 / 128.0);
+        assert_eq!(
+            bf16_value(bf16_bits(-1.0 - 1.0 / 200.0)),
+            -1.0 - 1.0 / 128.0
+        );
         assert_eq!(bf16_value(bf16_bits(1e-39)), 0.0);
         assert!(bf16_value(bf16_bits(f32::NAN)).is_nan());
         for i in 0..10_000 {
@@ -263,7 +273,8 @@ mod tests {
                         let x_norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
                         for (h, w) in coef.chunks_exact(dim).enumerate() {
                             let exact: f64 = w.iter().zip(x).map(|(&a, b)| f64::from(a) * b).sum();
-                            let w_norm = w.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+                            let w_norm =
+                                w.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
                             let d = screen.error()[h];
                             let n = dim as f64 + 2.0;
                             let u = f64::from(f32::EPSILON) / 2.0;
@@ -294,7 +305,10 @@ mod timing {
 
     fn cpu_ns() -> f64 {
         let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-        s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        s.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// `cargo test --release -p r2-core --lib timing -- --ignored --nocapture`.
@@ -302,8 +316,12 @@ mod timing {
     #[ignore]
     fn bf16_kernel_timing() {
         let (heads, dim, n) = (187, 1024, 1);
-        let coef: Vec<f32> = (0..heads * dim).map(|i| ((i as f32) * 0.731).sin()).collect();
-        let xs: Vec<f64> = (0..n * dim).map(|i| f64::from(((i as f32) * 0.37).cos())).collect();
+        let coef: Vec<f32> = (0..heads * dim)
+            .map(|i| ((i as f32) * 0.731).sin())
+            .collect();
+        let xs: Vec<f64> = (0..n * dim)
+            .map(|i| f64::from(((i as f32) * 0.37).cos()))
+            .collect();
         let Some(screen) = Bf16Screen::new(&coef, dim) else {
             return;
         };

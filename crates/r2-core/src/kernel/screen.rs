@@ -210,6 +210,8 @@ mod x86 {
     //! `target_feature` attribute and the lengths its caller (`Packed`) checks:
     //! `data.len() == panels·dim·PANEL`, `x.len() == dim` (GEMV) or `xt.len() == dim·tile`
     //! (GEMM), `out` room for every panel of every written query.
+    // Register tiles are indexed by (panel, query): index loops say what each register holds.
+    #![allow(clippy::needless_range_loop)]
     use super::{PANEL, TILE_256, TILE_512};
     use std::arch::x86_64::*;
 
@@ -256,7 +258,10 @@ mod x86 {
         let mut odd = [_mm512_setzero_ps(); G];
         let mut k = 0;
         while k + 2 <= dim {
-            let (x0, x1) = (_mm512_set1_ps(*x.get_unchecked(k)), _mm512_set1_ps(*x.get_unchecked(k + 1)));
+            let (x0, x1) = (
+                _mm512_set1_ps(*x.get_unchecked(k)),
+                _mm512_set1_ps(*x.get_unchecked(k + 1)),
+            );
             for g in 0..G {
                 // SAFETY: panel first + g, rows k and k + 1 < dim.
                 let row = w.add((g * dim + k) * PANEL);
@@ -318,7 +323,10 @@ mod x86 {
         let mut odd = [[_mm256_setzero_ps(); 2]; G];
         let mut k = 0;
         while k + 2 <= dim {
-            let (x0, x1) = (_mm256_set1_ps(*x.get_unchecked(k)), _mm256_set1_ps(*x.get_unchecked(k + 1)));
+            let (x0, x1) = (
+                _mm256_set1_ps(*x.get_unchecked(k)),
+                _mm256_set1_ps(*x.get_unchecked(k + 1)),
+            );
             for g in 0..G {
                 // SAFETY: panel first + g, rows k and k + 1 < dim, 16 floats each.
                 let row = w.add((g * dim + k) * PANEL);
@@ -406,7 +414,10 @@ mod x86 {
         for q in 0..q_n {
             for g in 0..G {
                 // SAFETY: out holds q_n rows of `padded` floats; panel first + g < panels.
-                _mm512_storeu_ps(out.as_mut_ptr().add(q * padded + (first + g) * PANEL), acc[g][q]);
+                _mm512_storeu_ps(
+                    out.as_mut_ptr().add(q * padded + (first + g) * PANEL),
+                    acc[g][q],
+                );
             }
         }
     }
@@ -455,8 +466,16 @@ mod tests {
 
     /// `|got − Σ w·x| ≤ γ_n·Σ|w·x|` (plus a tiny absolute term for sums that cancel to zero).
     fn check(got: f32, w: &[f32], x: &[f32], what: &str) {
-        let exact: f64 = w.iter().zip(x).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
-        let abs: f64 = w.iter().zip(x).map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs()).sum();
+        let exact: f64 = w
+            .iter()
+            .zip(x)
+            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+            .sum();
+        let abs: f64 = w
+            .iter()
+            .zip(x)
+            .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
+            .sum();
         let n = w.len() as f64 + 1.0;
         let u = f64::from(f32::EPSILON) / 2.0;
         let bound = n * u / (1.0 - n * u) * abs + 1e-30;
@@ -467,7 +486,9 @@ mod tests {
     }
 
     fn weights(heads: usize, dim: usize) -> Vec<f32> {
-        (0..heads * dim).map(|i| ((i as f32) * 0.731).sin() * (1.0 + (i % 7) as f32)).collect()
+        (0..heads * dim)
+            .map(|i| ((i as f32) * 0.731).sin() * (1.0 + (i % 7) as f32))
+            .collect()
     }
 
     #[test]
@@ -479,8 +500,9 @@ mod tests {
                     let packed = Packed::with_isa(&coef, dim, isa);
                     let padded = packed.padded_heads();
                     for n in [1, 5, 6, 7, 12, 13, 25] {
-                        let xs: Vec<f64> =
-                            (0..n * dim).map(|i| f64::from(((i as f32) * 0.37).cos())).collect();
+                        let xs: Vec<f64> = (0..n * dim)
+                            .map(|i| f64::from(((i as f32) * 0.37).cos()))
+                            .collect();
                         let mut out = vec![f32::NAN; n * padded];
                         let mut scratch = Vec::new();
                         packed.gemm(&xs, &mut out, &mut scratch);
@@ -491,7 +513,8 @@ mod tests {
                             for h in 0..padded {
                                 let zero = vec![0.0f32; dim];
                                 let w = coef.get(h * dim..(h + 1) * dim).unwrap_or(&zero);
-                                let what = format!("{isa:?} dim {dim} heads {heads} n {n} q {q} h {h}");
+                                let what =
+                                    format!("{isa:?} dim {dim} heads {heads} n {n} q {q} h {h}");
                                 check(one[h], w, &x32, &format!("gemv {what}"));
                                 check(out[q * padded + h], w, &x32, &format!("gemm {what}"));
                             }
@@ -509,7 +532,10 @@ mod timing {
 
     fn cpu_ns() -> f64 {
         let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-        s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        s.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// `cargo test --release -p r2-core --lib timing -- --ignored --nocapture`: CPU time of the
@@ -518,8 +544,12 @@ mod timing {
     #[ignore]
     fn screen_kernel_timing() {
         let (heads, dim, n) = (187, 1024, 4096);
-        let coef: Vec<f32> = (0..heads * dim).map(|i| ((i as f32) * 0.731).sin()).collect();
-        let xs: Vec<f64> = (0..n * dim).map(|i| f64::from(((i as f32) * 0.37).cos())).collect();
+        let coef: Vec<f32> = (0..heads * dim)
+            .map(|i| ((i as f32) * 0.731).sin())
+            .collect();
+        let xs: Vec<f64> = (0..n * dim)
+            .map(|i| f64::from(((i as f32) * 0.37).cos()))
+            .collect();
         for isa in Isa::available() {
             let packed = Packed::with_isa(&coef, dim, isa);
             let padded = packed.padded_heads();
