@@ -9,6 +9,11 @@
 //! The function picks an AVX2+FMA build at run time where the CPU has it. Within one process the
 //! choice never changes, so the single-query and batch paths always agree to the bit.
 
+mod bf16;
+mod screen;
+pub(crate) use bf16::Bf16Screen;
+pub(crate) use screen::Packed;
+
 /// Number of independent float64 accumulators (four AVX2 registers).
 const LANES: usize = 16;
 
@@ -54,60 +59,6 @@ unsafe fn dot_avx2_fma(w: &[f32], x: &[f64]) -> f64 {
         tail = f64::from(*a).mul_add(*b, tail);
     }
     reduce(lanes) + tail
-}
-
-/// `Σ w[i]·x[i]` in float32, for the screen. `w` and `x` must have the same length.
-#[inline]
-pub(crate) fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
-    debug_assert_eq!(w.len(), x.len());
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has just been checked for the two features this build requires.
-            return unsafe { dot_f32_avx2_fma(w, x) };
-        }
-    }
-    let mut acc = [0.0f32; LANES];
-    let (wc, xc) = (w.chunks_exact(LANES), x.chunks_exact(LANES));
-    let tail: f32 = wc
-        .remainder()
-        .iter()
-        .zip(xc.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    for (a, b) in wc.zip(xc) {
-        for i in 0..LANES {
-            acc[i] += a[i] * b[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_f32_avx2_fma(w: &[f32], x: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    const WIDE: usize = 32;
-    let n = w.len().min(x.len());
-    let full = n / WIDE * WIDE;
-    let mut acc = [_mm256_setzero_ps(); WIDE / 8];
-    let mut i = 0;
-    while i < full {
-        for (k, a) in acc.iter_mut().enumerate() {
-            // SAFETY: i + 8k + 8 ≤ full ≤ n, the length of both slices.
-            let wv = _mm256_loadu_ps(w.as_ptr().add(i + 8 * k));
-            let xv = _mm256_loadu_ps(x.as_ptr().add(i + 8 * k));
-            *a = _mm256_fmadd_ps(wv, xv, *a);
-        }
-        i += WIDE;
-    }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut lanes = [0.0f32; 8];
-    // SAFETY: `lanes` holds eight floats.
-    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
-    let tail: f32 = w[full..n].iter().zip(&x[full..n]).map(|(a, b)| a * b).sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 fn dot_portable(w: &[f32], x: &[f64]) -> f64 {

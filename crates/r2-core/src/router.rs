@@ -1,4 +1,3 @@
-use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 
 use crate::{kernel, Budget, Error, Result};
@@ -6,8 +5,9 @@ use crate::{kernel, Budget, Error, Result};
 mod grid;
 pub use grid::{BudgetGrid, BudgetPoint};
 
-/// Queries screened together in one float32 matrix product on the batch path.
-const SCREEN_BLOCK: usize = 2048;
+/// Queries screened together in one float32 matrix product on the batch path (a few GEMM tiles,
+/// so the head values are still in cache when the queries are decided).
+const SCREEN_BLOCK: usize = 48;
 
 /// One model of the pool with its prices and its Ridge heads, as handed to [`Router::new`].
 #[derive(Debug, Clone, PartialEq)]
@@ -149,9 +149,10 @@ pub struct Router {
     models: Vec<ModelInfo>,
     /// Row-major `[heads, dim]`: head `h` is `coef[h·dim .. (h + 1)·dim]`.
     coef: Vec<f32>,
-    /// The same weights as a column-major `heads × dim` matrix, for the batch product `W·X`,
-    /// whose columns (one per query) are then contiguous.
-    weights: DMatrix<f32>,
+    /// The same weights packed for the float32 screen kernels (`kernel::Packed`).
+    packed: kernel::Packed,
+    /// And in bfloat16, when the CPU has AVX-512 BF16 (then the screen uses these).
+    bf16: Option<kernel::Bf16Screen>,
     intercept: Vec<f64>,
     /// Euclidean norm of each head's weights, for the error bound of the batch screen.
     coef_norm: Vec<f64>,
@@ -206,8 +207,8 @@ impl Router {
                     .sqrt()
             })
             .collect();
-        let heads = intercept.len();
-        let weights = DMatrix::from_row_slice(heads, dim, &coef);
+        let packed = kernel::Packed::new(&coef, dim);
+        let bf16 = kernel::Bf16Screen::new(&coef, dim);
         let limited_cost = infos
             .iter()
             .flat_map(|m| {
@@ -220,7 +221,8 @@ impl Router {
             dim,
             budgets,
             models: infos,
-            weights,
+            packed,
+            bf16,
             coef,
             intercept,
             coef_norm,
@@ -357,13 +359,20 @@ impl Router {
             return self.route_exact(0, embedding, input_tokens, &checked);
         }
         // Screen in float32, then settle the few options that could still win in float64.
-        let x32: Vec<f32> = embedding.iter().map(|&v| v as f32).collect();
-        let approx: Vec<f32> = self
-            .coef
-            .chunks_exact(self.dim)
-            .map(|w| kernel::dot_f32(w, &x32))
-            .collect();
-        match Screen::new(self).decide(&approx, embedding, input_tokens, &checked) {
+        let mut approx = vec![0.0f32; self.packed.padded_heads()];
+        let widen = match &self.bf16 {
+            Some(bf16) => {
+                let x_error = bf16.gemv(embedding, &mut Vec::new(), &mut approx);
+                Some((bf16.error(), x_error))
+            }
+            None => {
+                let x32: Vec<f32> = embedding.iter().map(|&v| v as f32).collect();
+                self.packed.gemv(&x32, &mut approx);
+                None
+            }
+        };
+        let approx = &approx[..self.head_count()];
+        match Screen::new(self).decide(approx, widen, embedding, input_tokens, &checked) {
             Some(choice) => Ok(Decision {
                 choice,
                 ranked: Vec::new(),
@@ -646,21 +655,29 @@ impl Router {
                 .collect();
         }
         let heads = self.head_count();
+        let padded = self.packed.padded_heads();
         let mut screen = Screen::new(self);
         let mut decisions = Vec::with_capacity(input_tokens.len());
+        let mut approx = vec![0.0f32; SCREEN_BLOCK.min(input_tokens.len()) * padded];
+        let mut scratch = Vec::new();
         for (block, (xs, tokens)) in embeddings
             .chunks(SCREEN_BLOCK * self.dim)
             .zip(input_tokens.chunks(SCREEN_BLOCK))
             .enumerate()
         {
-            let n = tokens.len();
-            // Column j of X is query j; column j of W·X holds every head of query j.
-            let x32 = DMatrix::<f32>::from_vec(self.dim, n, xs.iter().map(|&v| v as f32).collect());
-            let mut approx = DMatrix::<f32>::zeros(heads, n);
-            approx.gemm(1.0, &self.weights, &x32, 0.0);
-            for (j, (x, &t)) in xs.chunks_exact(self.dim).zip(tokens).enumerate() {
+            let approx = &mut approx[..tokens.len() * padded];
+            // Row j of `approx` holds every head of query j (then the padding of the last panel).
+            // Always float32: the GEMM is bound by arithmetic, and bfloat16 dot products are no
+            // faster per element on the CPUs that have them, only less precise.
+            self.packed.gemm(xs, approx, &mut scratch);
+            for (j, ((x, &t), a)) in xs
+                .chunks_exact(self.dim)
+                .zip(tokens)
+                .zip(approx.chunks_exact(padded))
+                .enumerate()
+            {
                 let query = first + block * SCREEN_BLOCK + j;
-                let decision = match screen.decide(approx.column(j).as_slice(), x, t, checked) {
+                let decision = match screen.decide(&a[..heads], None, x, t, checked) {
                     Some(choice) => Decision {
                         choice,
                         ranked: Vec::new(),
@@ -747,6 +764,12 @@ struct Screen<'r> {
     options: Vec<Screened>,
     exact: Vec<f64>,
     refined: Vec<bool>,
+    /// Upper risk bound of every option (the fast path), in pool order.
+    upper: Vec<f64>,
+    /// Heads marked in `refined` for the current query (the fast path resets only these).
+    marked: Vec<usize>,
+    /// Per head, the bound on the screen's error for the current query (`head_error`).
+    error: Vec<f64>,
 }
 
 impl<'r> Screen<'r> {
@@ -759,7 +782,172 @@ impl<'r> Screen<'r> {
             options: Vec::with_capacity(router.option_count()),
             exact: vec![0.0; router.head_count()],
             refined: vec![false; router.head_count()],
+            upper: vec![0.0; router.option_count()],
+            marked: Vec::with_capacity(router.head_count()),
+            error: vec![0.0; router.head_count()],
         }
+    }
+
+    /// [`Screen::decide_general`], with the common case (no candidate set, no cost cap) on a
+    /// faster path that gives the same decision.
+    ///
+    /// `widen`: for a bfloat16 screen, `‖w − wb‖` per head and `‖x − xb‖` (see `kernel::bf16`).
+    fn decide(
+        &mut self,
+        approx: &[f32],
+        widen: Option<(&[f64], f64)>,
+        x: &[f64],
+        input_tokens: u64,
+        checked: &Checked,
+    ) -> Option<RouteOption> {
+        if checked.candidates.is_none() && checked.max_cost.is_none() {
+            self.decide_all(approx, widen, x, input_tokens, checked.lambda)
+        } else {
+            self.decide_general(approx, widen, x, input_tokens, checked)
+        }
+    }
+
+    /// How far the screen's value of head `h` can be from the exact float64 path's: `γ·(‖w‖·‖x‖ +
+    /// |b|)` for a float32 screen (both paths' rounding, whatever the order of the sums); for a
+    /// bfloat16 one, `γ` over the rounded vectors plus the two roundings' own error.
+    #[inline(always)]
+    fn head_error(
+        router: &Router,
+        gamma: f64,
+        h: usize,
+        x_norm: f64,
+        widen: Option<(&[f64], f64)>,
+    ) -> f64 {
+        let (w_norm, b) = (router.coef_norm[h], router.intercept[h].abs());
+        match widen {
+            None => gamma * (w_norm * x_norm + b),
+            Some((w_error, x_error)) => {
+                let d = w_error[h];
+                let wb_norm = w_norm + d;
+                gamma * (wb_norm * (x_norm + x_error) + b) + d * x_norm + wb_norm * x_error + 1e-30
+            }
+        }
+    }
+
+    /// The screen over every option of the pool without a cost cap: the same bounds and the same
+    /// rule as [`Screen::decide_general`], computed in two flat passes (upper bounds and the best
+    /// lower bound, then the few options whose upper bound reaches it) without per-option records.
+    fn decide_all(
+        &mut self,
+        approx: &[f32],
+        widen: Option<(&[f64], f64)>,
+        x: &[f64],
+        input_tokens: u64,
+        lambda: f64,
+    ) -> Option<RouteOption> {
+        let router = self.router;
+        let b = router.budgets.len();
+        let per_model = b + 2;
+        let x_norm = kernel::norm(x);
+        if !x_norm.is_finite() || !approx.iter().fold(true, |ok, v| ok & v.is_finite()) {
+            return None;
+        }
+        let gamma = self.gamma;
+        match widen {
+            None => {
+                for ((e, &w_norm), &icpt) in self
+                    .error
+                    .iter_mut()
+                    .zip(&router.coef_norm)
+                    .zip(&router.intercept)
+                {
+                    *e = gamma * (w_norm * x_norm + icpt.abs());
+                }
+            }
+            Some(_) => {
+                for (h, e) in self.error.iter_mut().enumerate() {
+                    *e = Self::head_error(router, gamma, h, x_norm, widen);
+                }
+            }
+        }
+        let keep = 1.0 - lambda;
+        let mut floor = f64::NEG_INFINITY;
+        for (m, model) in router.models.iter().enumerate() {
+            let base = m * per_model;
+            let input_cost = input_tokens as f64 * model.input_price_per_million / 1e6;
+            let heads = base..base + per_model;
+            let (a, icpt) = (&approx[heads.clone()], &router.intercept[heads.clone()]);
+            let errors = &self.error[heads];
+            let upper = &mut self.upper[m * (b + 1)..(m + 1) * (b + 1)];
+            let costs = &router.limited_cost[m * b..(m + 1) * b];
+            // Flat slices of one length: no bounds checks, one floor per model (short chains).
+            let mut model_floor = f64::NEG_INFINITY;
+            for ((((u, &a), &icpt), &error), &c) in upper[..b]
+                .iter_mut()
+                .zip(&a[..b])
+                .zip(&icpt[..b])
+                .zip(&errors[..b])
+                .zip(costs)
+            {
+                let cost = input_cost + c;
+                let value = f64::from(a) + icpt;
+                let risk = keep * value.clamp(0.0, 1.0) - lambda * cost;
+                let slack = keep * error + 1e-14 * (1.0 + risk.abs() + cost);
+                model_floor = model_floor.max(risk - slack);
+                *u = risk + slack;
+            }
+            floor = floor.max(model_floor);
+            let (q, t) = (b, b + 1);
+            let error = |h: usize| errors[h];
+            let tokens = (f64::from(a[t]) + icpt[t]).max(0.0);
+            let cost = input_cost + tokens * model.output_price_per_million / 1e6;
+            let cost_slack = model.output_price_per_million / 1e6 * error(t) + 1e-15 * cost;
+            let risk = keep * (f64::from(a[q]) + icpt[q]).clamp(0.0, 1.0) - lambda * cost;
+            let slack = keep * error(q) + lambda * cost_slack + 1e-14 * (1.0 + risk.abs() + cost);
+            floor = floor.max(risk - slack);
+            upper[b] = risk + slack;
+        }
+
+        // The heads of every option that may still win; give up when that is most of them.
+        for &h in &self.marked {
+            self.refined[h] = false;
+        }
+        self.marked.clear();
+        for (o, _) in self.upper.iter().enumerate().filter(|(_, &u)| u >= floor) {
+            let (m, k) = (o / (b + 1), o % (b + 1));
+            let base = m * per_model;
+            let heads: &[usize] = if k == b {
+                &[base + b, base + b + 1]
+            } else {
+                &[base + k]
+            };
+            for &h in heads {
+                if !self.refined[h] {
+                    self.refined[h] = true;
+                    self.marked.push(h);
+                }
+            }
+        }
+        if self.marked.len() * 4 > router.head_count() {
+            return None;
+        }
+        let dim = router.dim;
+        for &h in &self.marked {
+            self.exact[h] =
+                kernel::dot(&router.coef[h * dim..(h + 1) * dim], x) + router.intercept[h];
+        }
+        let mut best: Option<RouteOption> = None;
+        for (o, _) in self.upper.iter().enumerate().filter(|(_, &u)| u >= floor) {
+            let (m, k) = (o / (b + 1), o % (b + 1));
+            let base = m * per_model;
+            let opt = router.option(
+                m,
+                k,
+                self.exact[base + k],
+                self.exact[base + b + 1],
+                input_tokens,
+                lambda,
+            );
+            if best.is_none_or(|best| opt.risk > best.risk) {
+                best = Some(opt);
+            }
+        }
+        best
     }
 
     /// The exact decision for one query from its float32 head values, or `None` when the screen
@@ -769,9 +957,10 @@ impl<'r> Screen<'r> {
     /// float64 value, so each option's risk is known to within a slack. Let `L` be the best lower
     /// bound among options surely within the cost cap: an option whose upper bound is below `L` can
     /// neither win nor tie, and only the others are recomputed exactly.
-    fn decide(
+    fn decide_general(
         &mut self,
         approx: &[f32],
+        widen: Option<(&[f64], f64)>,
         x: &[f64],
         input_tokens: u64,
         checked: &Checked,
@@ -786,8 +975,7 @@ impl<'r> Screen<'r> {
             return None;
         }
         let gamma = self.gamma;
-        let head_error =
-            |h: usize| gamma * (router.coef_norm[h] * x_norm + router.intercept[h].abs());
+        let head_error = |h: usize| Self::head_error(router, gamma, h, x_norm, widen);
         let value = |h: usize| f64::from(approx[h]) + router.intercept[h];
         let keep = 1.0 - lambda;
         // The last term of each slack covers the rounding of the risk formula on both paths.
@@ -846,6 +1034,7 @@ impl<'r> Screen<'r> {
 
         // Mark the heads of every option that may still win; give up when that is most of them.
         self.refined.iter_mut().for_each(|r| *r = false);
+        self.marked.clear();
         let mut to_refine = 0;
         for s in self.options.iter().filter(|s| s.risk + s.slack >= floor) {
             let base = s.m * per_model;

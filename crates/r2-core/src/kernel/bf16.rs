@@ -1,0 +1,338 @@
+//! The bfloat16 screen, for CPUs with AVX-512 BF16 (AMD Zen 4 and later, Intel Sapphire Rapids
+//! and later): `vdpbf16ps` multiplies 32 pairs of bfloat16 and adds them into 16 float32 lanes, twice
+//! the work of a float32 FMA per instruction, from half the bytes.
+//!
+//! The weights are rounded to bfloat16 once, when the router is built, and each query when it is
+//! screened; both roundings are measured, not estimated: with `wb`, `xb` the rounded vectors,
+//!
+//! `|ŝ − w·x| ≤ γ·‖wb‖·‖xb‖ + ‖w − wb‖·‖x‖ + ‖wb‖·‖x − xb‖`
+//!
+//! (`w·x − wb·xb = (w − wb)·x + wb·(x − xb)` and Cauchy–Schwarz; `γ` bounds the float32 sum). The
+//! router keeps `‖w − wb‖` per head ([`Bf16Screen::error`]) and gets `‖x − xb‖` from each call.
+//! Values below bfloat16's normal range are rounded to zero here (the instruction would treat them
+//! as zero anyway), so that the measured errors include them.
+//!
+//! Layout: panels of [`PANEL`] heads as in the float32 screen, but each row holds a pair of `k`
+//! (`k = 2i` in the low half of a 32-bit word, `2i + 1` in the high half): `data[(p·pairs + i)·PANEL
+//! + j]` for head `p·PANEL + j`. An odd `dim` is padded with a zero weight.
+
+use super::screen::PANEL;
+
+/// Panels of the GEMV done together (4 panels × 2 accumulators = 8 chains).
+const GROUP: usize = 4;
+
+/// bfloat16 bits of `v`: round to nearest even, values below the normal range to (signed) zero.
+pub(crate) fn bf16_bits(v: f32) -> u16 {
+    let bits = v.to_bits();
+    if v.is_nan() {
+        return ((bits >> 16) as u16) | 0x40;
+    }
+    if v.abs() < f32::MIN_POSITIVE {
+        return (bits >> 16) as u16 & 0x8000;
+    }
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
+/// The value of bfloat16 bits (exact).
+pub(crate) fn bf16_value(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+/// The screen's weights in bfloat16.
+#[derive(Debug, Clone)]
+pub(crate) struct Bf16Screen {
+    dim: usize,
+    panels: usize,
+    pairs: usize,
+    data: Vec<u32>,
+    error: Vec<f64>,
+}
+
+impl Bf16Screen {
+    /// The bfloat16 screen of row-major `[heads, dim]` weights, or `None` when this CPU lacks
+    /// AVX-512 BF16.
+    pub(crate) fn new(coef: &[f32], dim: usize) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+            {
+                return Some(Self::pack(coef, dim));
+            }
+        }
+        let _ = (coef, dim);
+        None
+    }
+
+    fn pack(coef: &[f32], dim: usize) -> Self {
+        let heads = coef.len() / dim.max(1);
+        let panels = heads.div_ceil(PANEL);
+        let pairs = dim.div_ceil(2);
+        let mut data = vec![0u32; panels * pairs * PANEL];
+        let mut error = Vec::with_capacity(heads);
+        for (h, row) in coef.chunks_exact(dim).enumerate() {
+            let (p, j) = (h / PANEL, h % PANEL);
+            let mut sq = 0.0f64;
+            for (k, &w) in row.iter().enumerate() {
+                let b = bf16_bits(w);
+                data[(p * pairs + k / 2) * PANEL + j] |= u32::from(b) << (16 * (k % 2));
+                let d = f64::from(w) - f64::from(bf16_value(b));
+                sq += d * d;
+            }
+            // Rounded up: the float64 sum of squares and its root are off by a few ulps at most.
+            error.push(sq.sqrt() * (1.0 + 1e-9));
+        }
+        Self {
+            dim,
+            panels,
+            pairs,
+            data,
+            error,
+        }
+    }
+
+    /// Heads rounded up to whole panels: the length of one query's output.
+    pub(crate) fn padded_heads(&self) -> usize {
+        self.panels * PANEL
+    }
+
+    /// Per head, `‖w − wb‖` rounded up.
+    pub(crate) fn error(&self) -> &[f64] {
+        &self.error
+    }
+
+    /// The screen of one query: `out[h] ≈ w[h]·x`, and the returned `‖x − xb‖` (rounded up).
+    /// `x` is `dim` long, `out` [`Bf16Screen::padded_heads`]; `xb` is scratch.
+    pub(crate) fn gemv(&self, x: &[f64], xb: &mut Vec<u32>, out: &mut [f32]) -> f64 {
+        assert!(x.len() == self.dim && out.len() == self.padded_heads());
+        xb.clear();
+        xb.resize(self.pairs, 0);
+        let err = round_pairs(x, xb, 1, 0);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Bf16Screen` is only built when the CPU has AVX-512F and AVX-512 BF16 (`new`);
+        // the lengths were checked above.
+        unsafe {
+            x86::gemv(&self.data, self.pairs, self.panels, xb, out)
+        };
+        err
+    }
+}
+
+/// Rounds `x` to bfloat16 pairs into `dst[i·stride + offset]` (zeros past the end of `x`) and
+/// returns `‖x − xb‖`, rounded up.
+fn round_pairs(x: &[f64], dst: &mut [u32], stride: usize, offset: usize) -> f64 {
+    let mut sq = 0.0f64;
+    let mut round = |v: f64| {
+        let b = bf16_bits(v as f32);
+        let d = v - f64::from(bf16_value(b));
+        sq += d * d;
+        u32::from(b)
+    };
+    let (pairs, tail) = x.split_at(x.len() / 2 * 2);
+    let mut slots = dst.iter_mut().skip(offset).step_by(stride);
+    for (pair, slot) in pairs.chunks_exact(2).zip(&mut slots) {
+        *slot = round(pair[0]) | (round(pair[1]) << 16);
+    }
+    if let Some(&last) = tail.first() {
+        if let Some(slot) = slots.next() {
+            *slot = round(last);
+        }
+    }
+    for slot in slots {
+        *slot = 0;
+    }
+    // A NaN or infinity makes the error NaN or infinite, and the screen then gives up.
+    sq.sqrt() * (1.0 + 1e-9)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The AVX-512 BF16 kernels. Each requires AVX-512F and AVX-512 BF16 and the lengths its caller
+    //! checks: `data.len() == panels·pairs·PANEL`, `xb.len() == pairs`, `out` room for every
+    //! panel.
+    // Register tiles are indexed by (panel, query): index loops say what each register holds.
+    #![allow(clippy::needless_range_loop)]
+    use super::{GROUP, PANEL};
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn load(p: *const u32) -> __m512bh {
+        // SAFETY (caller): 16 words readable at p. A bit-for-bit reinterpretation.
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.cast()))
+    }
+
+    #[inline(always)]
+    unsafe fn splat(v: u32) -> __m512bh {
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(v as i32))
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn gemv(
+        data: &[u32],
+        pairs: usize,
+        panels: usize,
+        xb: &[u32],
+        out: &mut [f32],
+    ) {
+        debug_assert!(data.len() == panels * pairs * PANEL && xb.len() == pairs);
+        debug_assert!(out.len() == panels * PANEL);
+        let mut p = 0;
+        while p < panels {
+            let g = (panels - p).min(GROUP);
+            match g {
+                4 => gemv_group::<4>(data, pairs, p, xb, out),
+                3 => gemv_group::<3>(data, pairs, p, xb, out),
+                2 => gemv_group::<2>(data, pairs, p, xb, out),
+                _ => gemv_group::<1>(data, pairs, p, xb, out),
+            }
+            p += g;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn gemv_group<const G: usize>(
+        data: &[u32],
+        pairs: usize,
+        first: usize,
+        xb: &[u32],
+        out: &mut [f32],
+    ) {
+        let w = data.as_ptr().add(first * pairs * PANEL);
+        let mut even = [_mm512_setzero_ps(); G];
+        let mut odd = [_mm512_setzero_ps(); G];
+        let mut i = 0;
+        while i + 2 <= pairs {
+            let (x0, x1) = (splat(*xb.get_unchecked(i)), splat(*xb.get_unchecked(i + 1)));
+            for g in 0..G {
+                // SAFETY: panel first + g, pair rows i and i + 1 < pairs.
+                let row = w.add((g * pairs + i) * PANEL);
+                even[g] = _mm512_dpbf16_ps(even[g], load(row), x0);
+                odd[g] = _mm512_dpbf16_ps(odd[g], load(row.add(PANEL)), x1);
+            }
+            i += 2;
+        }
+        if i < pairs {
+            let x0 = splat(*xb.get_unchecked(i));
+            for g in 0..G {
+                let row = w.add((g * pairs + i) * PANEL);
+                even[g] = _mm512_dpbf16_ps(even[g], load(row), x0);
+            }
+        }
+        for g in 0..G {
+            // SAFETY: out holds every panel's PANEL floats.
+            _mm512_storeu_ps(
+                out.as_mut_ptr().add((first + g) * PANEL),
+                _mm512_add_ps(even[g], odd[g]),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_to_nearest_even_and_flushes_subnormals() {
+        assert_eq!(bf16_value(bf16_bits(1.0)), 1.0);
+        assert_eq!(bf16_value(bf16_bits(1.0 + 1.0 / 256.0)), 1.0); // tie, to even
+        assert_eq!(bf16_value(bf16_bits(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0); // tie, to even
+        assert_eq!(
+            bf16_value(bf16_bits(-1.0 - 1.0 / 200.0)),
+            -1.0 - 1.0 / 128.0
+        );
+        assert_eq!(bf16_value(bf16_bits(1e-39)), 0.0);
+        assert!(bf16_value(bf16_bits(f32::NAN)).is_nan());
+        for i in 0..10_000 {
+            let v = ((i as f32) * 0.618).sin() * 10f32.powi(i % 30 - 15);
+            let r = bf16_value(bf16_bits(v));
+            assert!((r - v).abs() <= v.abs() / 256.0, "{v} → {r}");
+        }
+    }
+
+    /// Every head value within the bound of the module's documentation, for every tail of `dim`
+    /// (odd dims pad a pair) and of the heads (partial panels and groups of panels).
+    #[test]
+    fn the_kernels_are_within_their_bound_for_every_tail() {
+        for dim in [1, 2, 3, 5, 16, 17, 33, 64, 131] {
+            for heads in [1, 15, 16, 17, 33, 47, 64, 65, 79] {
+                let coef: Vec<f32> = (0..heads * dim)
+                    .map(|i| ((i as f32) * 0.731).sin() * (1.0 + (i % 7) as f32))
+                    .collect();
+                let Some(screen) = Bf16Screen::new(&coef, dim) else {
+                    return; // no AVX-512 BF16 on this CPU
+                };
+                let padded = screen.padded_heads();
+                for n in [1, 3] {
+                    let xs: Vec<f64> = (0..n * dim).map(|i| ((i as f64) * 0.37).cos()).collect();
+                    for (q, x) in xs.chunks_exact(dim).enumerate() {
+                        let mut one = vec![f32::NAN; padded];
+                        let ex = screen.gemv(x, &mut Vec::new(), &mut one);
+                        let x_norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+                        for (h, w) in coef.chunks_exact(dim).enumerate() {
+                            let exact: f64 = w.iter().zip(x).map(|(&a, b)| f64::from(a) * b).sum();
+                            let w_norm =
+                                w.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+                            let d = screen.error()[h];
+                            let n = dim as f64 + 2.0;
+                            let u = f64::from(f32::EPSILON) / 2.0;
+                            let gamma = n * u / (1.0 - n * u);
+                            let bound = gamma * (w_norm + d) * (x_norm + ex)
+                                + d * x_norm
+                                + (w_norm + d) * ex
+                                + 1e-30;
+                            let got = one[h];
+                            let err = (f64::from(got) - exact).abs();
+                            assert!(
+                                err <= bound,
+                                "dim {dim} heads {heads} q {q} h {h}: {got} vs {exact} (bound {bound})"
+                            );
+                        }
+                        // Padding heads are zero.
+                        assert!(one[heads..].iter().all(|&v| v == 0.0));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    fn cpu_ns() -> f64 {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+        s.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// `cargo test --release -p r2-core --lib timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn bf16_kernel_timing() {
+        let (heads, dim, n) = (187, 1024, 1);
+        let coef: Vec<f32> = (0..heads * dim)
+            .map(|i| ((i as f32) * 0.731).sin())
+            .collect();
+        let xs: Vec<f64> = (0..n * dim)
+            .map(|i| f64::from(((i as f32) * 0.37).cos()))
+            .collect();
+        let Some(screen) = Bf16Screen::new(&coef, dim) else {
+            return;
+        };
+        let padded = screen.padded_heads();
+        let mut xb = Vec::new();
+        let mut one = vec![0.0f32; padded];
+        let t = cpu_ns();
+        for _ in 0..20000 {
+            screen.gemv(std::hint::black_box(&xs[..dim]), &mut xb, &mut one);
+        }
+        let gemv = (cpu_ns() - t) / 20000.0;
+        eprintln!("bf16: gemv {gemv:.0} ns");
+    }
+}
