@@ -6,8 +6,10 @@
 #
 # Usage: tools/bench-embed-vs-torch.sh [RUNS] [REPS]     (defaults 3 and 5)
 # Env:   WORK (default target/bench-embed: the venv and the 1.2 GB model folder),
+#        R2_BIN=path of an already built qwen3_speed example (skips the build),
 #        THREADS (default 2: RAYON_NUM_THREADS for r2, torch.set_num_threads for PyTorch),
-#        SKIP_TORCH=1 to time r2 only.
+#        SKIP_TORCH=1 to time r2 only, BEFORE_BIN=path of another build of the qwen3_speed
+#        example (e.g. of an older commit) to time it too, in the same runs ("before" column).
 # Needs: python3 with venv; PyPI reachable for torch and transformers (the CPU-only wheel index
 # is tried first, then plain PyPI, whose wheel is larger).
 set -euo pipefail
@@ -21,8 +23,10 @@ MODEL=$WORK/qwen3-0.6b-random
 VENV=$WORK/venv
 mkdir -p "$WORK"
 
-cargo build --release -q -p r2-embed --features local --example qwen3_speed
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/qwen3_speed
+if [ -z "${R2_BIN:-}" ]; then
+  cargo build --release -q -p r2-embed --features local --example qwen3_speed
+fi
+BIN=${R2_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/qwen3_speed}
 if [ ! -f "$MODEL/model.safetensors" ]; then
   echo "writing the random-weights model to $MODEL" >&2
   "$BIN" write "$MODEL"
@@ -37,12 +41,17 @@ if [ "${SKIP_TORCH:-0}" != 1 ] && ! "$VENV/bin/python" -c 'import torch, transfo
   "$VENV/bin/pip" install -q transformers safetensors numpy >&2
 fi
 
+export TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_OFFLINE=1
 # Warm the page cache: both sides read the same file.
 cat "$MODEL/model.safetensors" > /dev/null
 
 OUT=$WORK/results.jsonl
 : > "$OUT"
 for run in $(seq "$RUNS"); do
+  if [ -n "${BEFORE_BIN:-}" ]; then
+    RAYON_NUM_THREADS=$THREADS "$BEFORE_BIN" run "$MODEL" "$REPS" | sed "s/^{/{\"side\":\"before\",\"run\":$run,/" >> "$OUT"
+    RAYON_NUM_THREADS=$THREADS "$BEFORE_BIN" once "$MODEL" | sed "s/^{/{\"side\":\"before\",\"run\":$run,/" >> "$OUT"
+  fi
   RAYON_NUM_THREADS=$THREADS "$BIN" run "$MODEL" "$REPS" | sed "s/^{/{\"side\":\"r2\",\"run\":$run,/" >> "$OUT"
   RAYON_NUM_THREADS=$THREADS "$BIN" once "$MODEL" | sed "s/^{/{\"side\":\"r2\",\"run\":$run,/" >> "$OUT"
   if [ "${SKIP_TORCH:-0}" != 1 ]; then
@@ -74,12 +83,17 @@ def value(side, what, key):
         return None if a is None else a + b
     v = med(side, what, key)
     return None if v is None else (v / 1024 if key.endswith("kib") else v)
-print(f"{'':40} {'r2':>10} {'torch':>10} {'r2/torch':>9}")
+before = any(r["side"] == "before" for r in rows)
+print(f"{'':40} {'r2':>10} {'torch':>10} {'r2/torch':>9}" + (f" {'before':>10} {'r2/before':>9}" if before else ""))
 for label, what, key, _higher in metrics:
     r, t = value("r2", what, key), value("torch", what, key)
     ratio = f"{r / t:9.2f}" if r is not None and t else f"{'':>9}"
     fmt = lambda v: f"{v:10.3f}" if v is not None and v < 100 else (f"{v:10.0f}" if v is not None else f"{'-':>10}")
-    print(f"{label:40} {fmt(r)} {fmt(t)} {ratio}")
+    line = f"{label:40} {fmt(r)} {fmt(t)} {ratio}"
+    if before:
+        b = value("before", what, key)
+        line += f" {fmt(b)} " + (f"{r / b:9.2f}" if r is not None and b else f"{'':>9}")
+    print(line)
 runs = len({r["run"] for r in rows})
 print(f"medians of {runs} runs (fresh processes); raw results in {sys.argv[1]}")
 PY

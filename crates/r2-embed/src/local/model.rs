@@ -38,6 +38,19 @@ const SHARED_MASK_ELEMENTS: usize = 1 << 24;
 /// against 141 for 128 rows).
 const SMALL_MATMUL_ROWS: usize = 96;
 
+/// Batches of at least this many padded tokens give their freed memory back afterwards.
+const TRIM_AFTER_TOKENS: usize = 256;
+
+/// Returns the allocator's free memory to the system (glibc's `malloc_trim`; a no-op elsewhere).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory the allocator holds free; it takes no pointers
+    // and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// At most this many threads read the layers while loading.
 const MAX_LOAD_THREADS: usize = 4;
 
@@ -472,7 +485,20 @@ impl Qwen3Model {
 
     /// Embeds one batch of token sequences (each non-empty and at most
     /// `max_position_embeddings` long): one L2-normalised `hidden_size` vector per sequence.
+    ///
+    /// After a batch of at least [`TRIM_AFTER_TOKENS`] padded tokens, the allocator is asked to
+    /// give its freed activation memory back to the system, so the resident set returns to the
+    /// weights between calls (about 0.1 GB after 8 × 64 tokens on Qwen3-0.6B).
     pub fn embed(&mut self, seqs: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let padded = seqs.len() * seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        let out = self.forward(seqs);
+        if padded >= TRIM_AFTER_TOKENS {
+            release_freed_memory();
+        }
+        out
+    }
+
+    fn forward(&mut self, seqs: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
         let batch = seqs.len();
         let len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
         if batch == 0 || len == 0 {
