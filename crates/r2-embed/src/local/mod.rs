@@ -10,7 +10,7 @@
 //! - **Network**: token embedding; per layer RMSNorm → attention (q/k/v projections, per-head
 //!   RMSNorm of q and k before the rotary embedding, grouped-query attention, causal mask) →
 //!   residual, RMSNorm → SwiGLU MLP → residual; final RMSNorm. Weights in bfloat16 or float16 are
-//!   upcast to float32 when loaded. There is no `lm_head`: logits are never computed.
+//!   upcast to float32 when loaded (exactly), except the embedding table (see Memory). There is no `lm_head`: logits are never computed.
 //! - **Pooling**: the hidden state of the last token, L2-normalised.
 //! - **Batching**: texts run as left-padded batches (forward passes of at most 32 texts and
 //!   [`BatchOptions::max_batch_tokens`] tokens, padding included, similar lengths together).
@@ -31,10 +31,11 @@
 //!   thread pool. A panic in a batch is reported to every call in it as [`Error::Worker`]; a call
 //!   whose future was dropped is skipped (and a batch whose calls were all dropped stops early).
 //!   Dropping the embedder ends the thread, after the batch in progress.
-//! - **Memory**: the weights are memory-mapped while loading and copied into float32 tensors:
-//!   Qwen3-0.6B holds 2.4 GB, and loading its bfloat16 file peaks at about 3.5 GB (the mapped
-//!   file and the copies). They are loaded once per embedder: share one embedder (it is
-//!   `Send + Sync`, e.g. in an `Arc`) rather than loading it twice.
+//! - **Memory**: each weight is read from the file straight into its float32 tensor (no memory
+//!   map, no second copy); the embedding table stays in the file's dtype and only the rows of a
+//!   batch are widened. Qwen3-0.6B in bfloat16 holds about 2.1 GB (1.8 GB of float32 layers and
+//!   the 0.3 GB table), which is also the peak. They are loaded once per embedder: share one
+//!   embedder (it is `Send + Sync`, e.g. in an `Arc`) rather than loading it twice.
 //!
 //! [`LocalQwen3Embedder::from_hub`] downloads a model into the Hugging Face cache on first use
 //! (honouring `HF_HOME`, `HF_ENDPOINT`, `HF_HUB_OFFLINE`); [`LocalQwen3Embedder::from_dir`] loads
@@ -145,7 +146,7 @@ impl LocalQwen3Embedder {
         let tokenizer = Arc::new(load_tokenizer(&files.tokenizer, &cfg)?);
         let checkpoint = Checkpoint::open(&files.weights)?;
         let model = Qwen3Model::load(cfg, &checkpoint)?;
-        // The maps are no longer needed once every tensor has been copied.
+        // The files are no longer needed once every tensor has been read.
         drop(checkpoint);
 
         let dim = model.config().hidden_size;
