@@ -52,9 +52,12 @@ pub enum EmbeddingLines {
 
 /// The lines of an embeddings file (`-`: stdin), one chunk at a time.
 pub struct JsonlLines {
-    lines: std::io::Lines<Box<dyn BufRead>>,
+    reader: Box<dyn BufRead>,
     number: usize,
     dim: usize,
+    /// The lines of the chunk being parsed, with their numbers: kept from chunk to chunk so their
+    /// memory (tens of MB) is not given back and faulted in again each time.
+    raw: Vec<(usize, String)>,
 }
 
 /// The rows of a `.npy` array and, when given, the lines of its rows file.
@@ -92,9 +95,10 @@ impl EmbeddingLines {
                 Box::new(BufReader::with_capacity(1 << 20, file))
             };
             let lines = JsonlLines {
-                lines: reader.lines(),
+                reader,
                 number: 0,
                 dim,
+                raw: Vec::new(),
             };
             return Ok((EmbeddingLines::Jsonl(lines), label));
         }
@@ -214,24 +218,44 @@ impl JsonlLines {
         n: usize,
         label: &str,
     ) -> (Vec<(usize, InputLine)>, Option<anyhow::Error>) {
-        let mut raw = Vec::with_capacity(n.min(4096));
+        let mut raw = std::mem::take(&mut self.raw);
+        let mut used = 0;
         let mut read_error = None;
-        while raw.len() < n {
-            let Some(line) = self.lines.next() else {
-                break;
-            };
-            self.number += 1;
-            match line {
-                Ok(line) if line.trim().is_empty() => {}
-                Ok(line) => raw.push((self.number, line)),
+        while used < n {
+            if raw.len() == used {
+                raw.push((0, String::new()));
+            }
+            let (number, line) = &mut raw[used];
+            line.clear();
+            match self.reader.read_line(line) {
+                Ok(0) => break,
+                Ok(_) => {
+                    self.number += 1;
+                    if line.ends_with('\n') {
+                        line.pop();
+                        if line.ends_with('\r') {
+                            line.pop();
+                        }
+                    }
+                    if !line.trim().is_empty() {
+                        *number = self.number;
+                        used += 1;
+                    }
+                }
                 Err(e) => {
-                    read_error = Some(
-                        anyhow!(e).context(format!("{label}: line {}: cannot read", self.number)),
-                    );
+                    self.number += 1;
+                    let what = if e.kind() == std::io::ErrorKind::InvalidData {
+                        "not UTF-8 text"
+                    } else {
+                        "cannot read"
+                    };
+                    read_error =
+                        Some(anyhow!(e).context(format!("{label}: line {}: {what}", self.number)));
                     break;
                 }
             }
         }
+        let lines = &raw[..used];
         let dim = self.dim;
         let parse_all = |lines: &[(usize, String)]| -> Vec<Result<InputLine>> {
             lines
@@ -239,8 +263,8 @@ impl JsonlLines {
                 .map(|(number, line)| parse_line(line, *number, label, dim))
                 .collect()
         };
-        let parsed: Vec<Result<InputLine>> = if raw.len() >= 64 {
-            let (a, b) = raw.split_at(raw.len() / 2);
+        let parsed: Vec<Result<InputLine>> = if lines.len() >= 64 {
+            let (a, b) = lines.split_at(lines.len() / 2);
             std::thread::scope(|scope| {
                 let second = scope.spawn(|| parse_all(b));
                 let mut first = parse_all(a);
@@ -250,16 +274,21 @@ impl JsonlLines {
                 first
             })
         } else {
-            parse_all(&raw)
+            parse_all(lines)
         };
         let mut chunk = Vec::with_capacity(parsed.len());
-        for ((number, _), line) in raw.iter().zip(parsed) {
+        let mut bad_line = read_error;
+        for ((number, _), line) in lines.iter().zip(parsed) {
             match line {
                 Ok(line) => chunk.push((*number, line)),
-                Err(e) => return (chunk, Some(e)),
+                Err(e) => {
+                    bad_line = Some(e);
+                    break;
+                }
             }
         }
-        (chunk, read_error)
+        self.raw = raw;
+        (chunk, bad_line)
     }
 }
 
