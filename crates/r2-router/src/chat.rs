@@ -27,7 +27,8 @@ pub const DEFAULT_FALLBACKS: usize = 2;
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Which user message of a conversation is routed on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RouteOn {
     /// The first user message: every turn of a conversation goes to the same option.
     #[default]
@@ -300,7 +301,11 @@ impl R2Router {
                 }
             }
         }
-        unreachable!("the chain holds the choice, so the loop returns")
+        // Only an empty chain gets here (every attempt returns): nothing to call.
+        Err(FallbackFailure {
+            error: Error::Core(r2_core::Error::NoCandidates),
+            attempts,
+        })
     }
 
     /// The pool model spend is compared against: `name` (a pool name or provider id), else the

@@ -38,15 +38,7 @@ struct Overrides {
     #[serde(default)]
     models: Option<Vec<String>>,
     #[serde(default)]
-    route_on: Option<RouteOnField>,
-}
-
-/// `"first"` or `"last"`.
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum RouteOnField {
-    First,
-    Last,
+    route_on: Option<RouteOn>,
 }
 
 impl Overrides {
@@ -89,11 +81,7 @@ pub(crate) async fn handle(
 
     if head.model == ROUTER_MODEL {
         let overrides = head.r2.unwrap_or_default();
-        let route_on = match overrides.route_on {
-            Some(RouteOnField::First) => RouteOn::First,
-            Some(RouteOnField::Last) => RouteOn::Last,
-            None => state.options().route_on,
-        };
+        let route_on = overrides.route_on.unwrap_or(state.options().route_on);
         let policy = state.options().fallback;
         let mut request = overrides.request();
         request.ranked = policy.fallbacks > 0;
