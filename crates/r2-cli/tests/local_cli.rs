@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use r2_checkpoints::{RouterFile, StoredModel};
 use r2_core::{estimate_input_tokens, Budget, RouteParams, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 mod common;
 
@@ -34,8 +33,7 @@ fn reference_cases() -> Vec<(String, Vec<f64>)> {
         .collect()
 }
 
-/// A synthetic router over the tiny model's 64-d embeddings: three models with deterministic
-/// weights, written through `r2-checkpoints` with its pool config.
+/// The synthetic router over the tiny model's 64-d embeddings ([`r2_fixtures::write_tiny_router`]).
 struct Synthetic {
     _dir: tempfile::TempDir,
     checkpoints: PathBuf,
@@ -45,54 +43,7 @@ struct Synthetic {
 
 fn synthetic_router() -> Synthetic {
     let dir = tempfile::tempdir().unwrap();
-    let budgets = vec![10, 100, 1000];
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    };
-    let names = ["alpha", "beta", "gamma"];
-    let models: Vec<StoredModel> = names
-        .iter()
-        .map(|name| {
-            let mut coef = Vec::new();
-            let mut intercept = Vec::new();
-            for k in 0..budgets.len() + 2 {
-                let token_head = k == budgets.len() + 1;
-                let scale = if token_head { 400.0 } else { 0.3 };
-                coef.extend((0..64).map(|_| (next() * scale) as f32));
-                intercept.push(if token_head { 500.0 } else { 0.5 } as f32);
-            }
-            StoredModel {
-                name: (*name).into(),
-                coef,
-                intercept,
-            }
-        })
-        .collect();
-    RouterFile {
-        dim: 64,
-        budgets,
-        embedding_model: Some("tiny/qwen3".into()),
-        source: Some("synthetic test router".into()),
-        models,
-    }
-    .write(&dir.path().join("router.safetensors"))
-    .unwrap();
-    let config = dir.path().join("pool.json");
-    let pool = json!({
-        "embedding_model": "tiny/qwen3",
-        "embedding_dim": 64,
-        "default_lambda": 0.5,
-        "models": {
-            "alpha": {"openrouter_id": "a/alpha", "input_price_per_million": 3.0, "output_price_per_million": 15.0},
-            "beta": {"openrouter_id": "b/beta", "input_price_per_million": 0.5, "output_price_per_million": 1.5},
-            "gamma": {"openrouter_id": "c/gamma", "input_price_per_million": 0.05, "output_price_per_million": 0.1},
-        }
-    });
-    std::fs::write(&config, pool.to_string()).unwrap();
+    let config = r2_fixtures::write_tiny_router(dir.path());
     let pool = r2_checkpoints::PoolConfig::from_file(&config).unwrap();
     let router = r2_checkpoints::load_router(dir.path(), &pool).unwrap();
     Synthetic {

@@ -6,7 +6,8 @@
 //!   ±0.035, norms at 1) into `DIR` ([`r2_fixtures::qwen3`], as `random_qwen3` does).
 //! - `qwen3_speed run DIR [REPS]`: loads `DIR`, then times one text of 32 tokens and a batch of 8
 //!   texts of 64 tokens, `REPS` times each (default 5) after one warm-up, and prints one JSON
-//!   object a line: the load, each case (median seconds, tokens/s) and the memory (`VmHWM`,
+//!   object a line: the load, each case (median seconds, tokens/s, and per CPU-second of the
+//!   process, which a busy machine disturbs less) and the memory (`VmHWM`,
 //!   `VmRSS` in KiB) after loading and at the end.
 //! - `qwen3_speed once DIR`: loads `DIR` and embeds one text of 28 tokens (for timing the whole
 //!   process from outside).
@@ -51,6 +52,18 @@ fn memory_kib() -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// CPU time of this process so far, all threads (a steadier measure than wall time on a shared
+/// machine: tokens per CPU-second × cores is the idle machine's throughput at perfect scaling).
+fn process_cpu_seconds() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
 /// A text of exactly `tokens` tokens, cut from English prose starting at `offset`.
 fn text_of(embedder: &LocalQwen3Embedder, tokens: usize, offset: usize) -> Result<String, String> {
     const PROSE: &str = "The quick brown fox jumps over the lazy dog while the committee \
@@ -85,18 +98,23 @@ fn run(dir: &Path, reps: usize) -> Result<(), Box<dyn std::error::Error>> {
     for (name, texts, tokens) in [("1x32", &one, 32), ("8x64", &eight, 8 * 64)] {
         rt.block_on(embedder.embed(texts))?;
         let mut times = Vec::with_capacity(reps);
+        let mut cpu_times = Vec::with_capacity(reps);
         for _ in 0..reps.max(1) {
-            let started = Instant::now();
+            let (started, cpu_started) = (Instant::now(), process_cpu_seconds());
             rt.block_on(embedder.embed(texts))?;
             times.push(started.elapsed().as_secs_f64());
+            cpu_times.push(process_cpu_seconds() - cpu_started);
         }
         times.sort_by(f64::total_cmp);
+        cpu_times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
+        let cpu = cpu_times[cpu_times.len() / 2];
         println!(
-            r#"{{"what":"{name}","median_seconds":{median:.4},"tokens_per_second":{:.1},"min_seconds":{:.4},"max_seconds":{:.4}}}"#,
+            r#"{{"what":"{name}","median_seconds":{median:.4},"tokens_per_second":{:.1},"min_seconds":{:.4},"max_seconds":{:.4},"median_cpu_seconds":{cpu:.4},"tokens_per_cpu_second":{:.1}}}"#,
             tokens as f64 / median,
             times[0],
-            times[times.len() - 1]
+            times[times.len() - 1],
+            tokens as f64 / cpu,
         );
     }
     let (hwm, rss) = memory_kib();

@@ -127,6 +127,62 @@ pub fn upstream_router() -> r2_core::Router {
         .unwrap_or_else(|e| panic!("loading the converted router failed: {e}"))
 }
 
+/// Writes a synthetic router over the tiny Qwen3 fixture's 64-d embeddings into `dir`:
+/// `router.safetensors` (three models, `alpha`, `beta` and `gamma`, budgets 10, 100 and 1000,
+/// deterministic weights) and its pool config `pool.json` (output prices 15, 1.5 and 0.1 $/M).
+/// Returns the path of `pool.json`.
+pub fn write_tiny_router(dir: &Path) -> PathBuf {
+    let budgets = vec![10, 100, 1000];
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    };
+    let models: Vec<r2_checkpoints::StoredModel> = ["alpha", "beta", "gamma"]
+        .iter()
+        .map(|name| {
+            let mut coef = Vec::new();
+            let mut intercept = Vec::new();
+            for k in 0..budgets.len() + 2 {
+                let token_head = k == budgets.len() + 1;
+                let scale = if token_head { 400.0 } else { 0.3 };
+                coef.extend((0..64).map(|_| (next() * scale) as f32));
+                intercept.push(if token_head { 500.0 } else { 0.5 } as f32);
+            }
+            r2_checkpoints::StoredModel {
+                name: (*name).into(),
+                coef,
+                intercept,
+            }
+        })
+        .collect();
+    r2_checkpoints::RouterFile {
+        dim: 64,
+        budgets,
+        embedding_model: Some("tiny/qwen3".into()),
+        source: Some("synthetic test router".into()),
+        models,
+    }
+    .write(&dir.join("router.safetensors"))
+    .unwrap_or_else(|e| panic!("writing the tiny router failed: {e}"));
+    let config = dir.join("pool.json");
+    let pool = serde_json::json!({
+        "embedding_model": "tiny/qwen3",
+        "embedding_dim": 64,
+        "default_lambda": 0.5,
+        "models": {
+            "alpha": {"openrouter_id": "a/alpha", "input_price_per_million": 3.0, "output_price_per_million": 15.0},
+            "beta": {"openrouter_id": "b/beta", "input_price_per_million": 0.5, "output_price_per_million": 1.5},
+            "gamma": {"openrouter_id": "c/gamma", "input_price_per_million": 0.05, "output_price_per_million": 0.1},
+        }
+    });
+    std::fs::write(&config, pool.to_string())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+    config
+}
+
 /// One line of `golden/route-input.jsonl`.
 #[derive(Debug, Clone)]
 pub struct GoldenInput {

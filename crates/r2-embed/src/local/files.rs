@@ -344,8 +344,13 @@ pub(crate) fn widen_into(ty: WeightType, bytes: &[u8], dst: &mut [f32]) {
 
 /// `n` zeros, their pages faulted in up front (see [`prefault`]).
 pub(crate) fn zeroed_f32(n: usize) -> Vec<f32> {
-    let v = vec![0f32; n];
-    prefault(v.as_ptr().cast(), n * std::mem::size_of::<f32>());
+    prefault_zeroed(n)
+}
+
+/// `n` default values (zeros), their pages faulted in up front (see [`prefault`]).
+pub(crate) fn prefault_zeroed<T: Copy + Default>(n: usize) -> Vec<T> {
+    let v = vec![T::default(); n];
+    prefault(v.as_ptr().cast(), n * std::mem::size_of::<T>());
     v
 }
 

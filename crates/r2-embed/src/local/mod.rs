@@ -9,8 +9,12 @@
 //!   index and length (vLLM also rejects it), and a text without tokens is [`Error::EmptyText`].
 //! - **Network**: token embedding; per layer RMSNorm → attention (q/k/v projections, per-head
 //!   RMSNorm of q and k before the rotary embedding, grouped-query attention, causal mask) →
-//!   residual, RMSNorm → SwiGLU MLP → residual; final RMSNorm. Weights in bfloat16 or float16 are
-//!   upcast to float32 when loaded (exactly), except the embedding table (see Memory). There is no `lm_head`: logits are never computed.
+//!   residual, RMSNorm → SwiGLU MLP → residual; final RMSNorm. Arithmetic is float32 throughout.
+//!   On CPUs with AVX-512 the linear layers run on this crate's kernel, their weights packed once
+//!   when loaded and kept in bfloat16 when the file has them so (widened in registers, exactly);
+//!   each output sums its products in input order whatever the batch, so a text's products are
+//!   bit-identical alone or in a batch. Elsewhere the weights are widened to float32 tensors for
+//!   candle's matmul. There is no `lm_head`: logits are never computed.
 //! - **Pooling**: the hidden state of the last token, L2-normalised.
 //! - **Batching**: texts run as left-padded batches (forward passes of at most 32 texts and
 //!   [`BatchOptions::max_batch_tokens`] tokens, padding included, similar lengths together).
@@ -27,14 +31,15 @@
 //!   it has). [`LocalQwen3Embedder::forward_passes`] counts the forward passes run.
 //! - **Threads**: the model lives on a dedicated worker thread owned by the embedder; `embed`
 //!   sends the texts there and awaits the answer, so it never blocks the tokio runtime; texts are
-//!   tokenized on that thread as they arrive. A forward pass uses every core through candle's
-//!   thread pool. A panic in a batch is reported to every call in it as [`Error::Worker`]; a call
+//!   tokenized on that thread as they arrive. A forward pass uses every core through rayon's
+//!   thread pool (candle's too). A panic in a batch is reported to every call in it as [`Error::Worker`]; a call
 //!   whose future was dropped is skipped (and a batch whose calls were all dropped stops early).
 //!   Dropping the embedder ends the thread, after the batch in progress.
-//! - **Memory**: each weight is read from the file straight into its float32 tensor (no memory
+//! - **Memory**: each weight is read from the file straight into its final buffer (no memory
 //!   map, no second copy); the embedding table stays in the file's dtype and only the rows of a
-//!   batch are widened. Qwen3-0.6B in bfloat16 holds about 2.1 GB (1.8 GB of float32 layers and
-//!   the 0.3 GB table), which is also the peak. They are loaded once per embedder: share one
+//!   batch are widened. Qwen3-0.6B in bfloat16 holds about 1.2 GB with the kernel (0.9 GB of
+//!   bfloat16 layers and the 0.3 GB table; 2.1 GB with float32 layers elsewhere), which is also
+//!   the peak. They are loaded once per embedder: share one
 //!   embedder (it is `Send + Sync`, e.g. in an `Arc`) rather than loading it twice.
 //!
 //! [`LocalQwen3Embedder::from_hub`] downloads a model into the Hugging Face cache on first use
@@ -43,6 +48,7 @@
 
 mod config;
 mod files;
+mod gemm;
 mod hub;
 mod model;
 mod worker;

@@ -15,14 +15,15 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
-use candle_nn::rotary_emb::rope_thd;
 
 use half::{bf16, f16};
+use rayon::prelude::*;
 
 use super::config::Qwen3Config;
 use super::files::{
     widen_into, with_capacity_prefaulted, zeroed_f32, SafetensorsFile, TensorEntry, WeightType,
 };
+use super::gemm::{kernel_available, PackedWeight, Packer};
 use crate::{Error, Result};
 
 /// Upper bound on the elements of one block of attention scores (`batch × heads × rows × keys`):
@@ -168,6 +169,38 @@ impl Checkpoint {
         })
     }
 
+    /// Reads the weight matrices `parts` (name and `[out, in]` shape), stacked along `out`, packed
+    /// for the kernel when `packed` (kept in bfloat16 when every part is), else as a float32
+    /// tensor.
+    fn get_linear(
+        &self,
+        parts: &[(&str, &[usize])],
+        why: &str,
+        packed: bool,
+    ) -> Result<LinearWeight> {
+        if !packed {
+            return Ok(LinearWeight::Dense(self.get_stacked(parts, why)?));
+        }
+        let mut found = Vec::with_capacity(parts.len());
+        for &(name, shape) in parts {
+            found.push(self.find(name, shape, why)?);
+        }
+        let out = parts.iter().map(|(_, s)| s[0]).sum();
+        let inp = parts[0].1[1];
+        let bf16 = found.iter().all(|(_, _, ty)| *ty == WeightType::BF16);
+        let mut packer = Packer::new(out, inp, bf16);
+        for (file, entry, ty) in &found {
+            file.read_chunks(entry, ty.size(), |bytes| packer.push(*ty, bytes))?;
+        }
+        packer
+            .finish()
+            .map(LinearWeight::Packed)
+            .ok_or_else(|| Error::Model {
+                path: found[0].0.path.clone(),
+                reason: format!("tensor `{}` ended before its shape was filled", parts[0].0),
+            })
+    }
+
     /// Loads tensor `name` as float32 after checking its shape against `shape`.
     fn get(&self, name: &str, shape: &[usize], why: &str) -> Result<Tensor> {
         self.get_stacked(&[(name, shape)], why)
@@ -211,18 +244,39 @@ impl Checkpoint {
 
 /// `x · Wᵀ + b` with `W` stored as `[out, in]`, as in PyTorch.
 struct Linear {
-    weight: Tensor,
+    weight: LinearWeight,
     bias: Option<Tensor>,
+}
+
+enum LinearWeight {
+    /// Packed for this crate's kernel (CPUs with AVX-512).
+    Packed(PackedWeight),
+    /// A float32 tensor for candle's matmul (every other CPU).
+    Dense(Tensor),
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        // With few rows, gemm is more than twice as fast computing `(W · xᵀ)ᵀ` (the weight as the
-        // tall left operand) than `x · Wᵀ`; from about a hundred rows on, the direct form wins.
-        let y = if x.dim(0)? <= SMALL_MATMUL_ROWS {
-            self.weight.matmul(&x.t()?)?.t()?.contiguous()?
-        } else {
-            x.matmul(&self.weight.t()?)?
+        let y = match &self.weight {
+            LinearWeight::Packed(w) => {
+                let x = x.contiguous()?;
+                let (rows, inp) = x.dims2()?;
+                if inp != w.in_features() {
+                    candle_core::bail!(
+                        "linear layer of {} inputs applied to rows of {inp}",
+                        w.in_features()
+                    );
+                }
+                let y = with_values(&x, |x| w.matmul(x, rows))?;
+                Tensor::from_vec(y, (rows, w.out_features()), &Device::Cpu)?
+            }
+            // With few rows, gemm is more than twice as fast computing `(W · xᵀ)ᵀ` (the weight as
+            // the tall left operand) than `x · Wᵀ`; from about a hundred rows on, the direct form
+            // wins.
+            LinearWeight::Dense(w) if x.dim(0)? <= SMALL_MATMUL_ROWS => {
+                w.matmul(&x.t()?)?.t()?.contiguous()?
+            }
+            LinearWeight::Dense(w) => x.matmul(&w.t()?)?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
@@ -235,8 +289,9 @@ struct Layer {
     input_norm: Tensor,
     /// q_proj, k_proj and v_proj stacked into one matrix (one matrix product instead of three).
     qkv: Linear,
-    q_norm: Tensor,
-    k_norm: Tensor,
+    /// Weights of the per-head RMSNorm of q and k.
+    q_norm: Vec<f32>,
+    k_norm: Vec<f32>,
     o: Linear,
     post_norm: Tensor,
     /// gate_proj and up_proj stacked.
@@ -244,17 +299,17 @@ struct Layer {
     down: Linear,
 }
 
-/// Cosine and sine of `position × inverse frequency`, `[positions, head_dim / 2]`.
+/// Cosine and sine of `position × inverse frequency`, row-major `[positions, head_dim / 2]`.
 struct RopeTable {
     inv_freq: Vec<f32>,
-    cos: Tensor,
-    sin: Tensor,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
     len: usize,
     max: usize,
 }
 
 impl RopeTable {
-    fn new(cfg: &Qwen3Config) -> candle_core::Result<Self> {
+    fn new(cfg: &Qwen3Config) -> Self {
         let half = cfg.head_dim / 2;
         // As transformers computes it: 1 / θ^(2i / d), then position × inv_freq in float32.
         let inv_freq = (0..half)
@@ -262,19 +317,19 @@ impl RopeTable {
             .collect();
         let mut table = Self {
             inv_freq,
-            cos: Tensor::zeros((0, half), DType::F32, &Device::Cpu)?,
-            sin: Tensor::zeros((0, half), DType::F32, &Device::Cpu)?,
+            cos: Vec::new(),
+            sin: Vec::new(),
             len: 0,
             max: cfg.max_position_embeddings,
         };
-        table.ensure(INITIAL_ROPE_POSITIONS.min(table.max))?;
-        Ok(table)
+        table.ensure(INITIAL_ROPE_POSITIONS.min(table.max));
+        table
     }
 
     /// Grows the table to at least `len` positions (to the next power of two, at most `max`).
-    fn ensure(&mut self, len: usize) -> candle_core::Result<()> {
+    fn ensure(&mut self, len: usize) {
         if len <= self.len {
-            return Ok(());
+            return;
         }
         let len = len.next_power_of_two().min(self.max).max(len);
         let half = self.inv_freq.len();
@@ -287,11 +342,64 @@ impl RopeTable {
                 sin.push(angle.sin());
             }
         }
-        self.cos = Tensor::from_vec(cos, (len, half), &Device::Cpu)?;
-        self.sin = Tensor::from_vec(sin, (len, half), &Device::Cpu)?;
-        self.len = len;
-        Ok(())
+        (self.cos, self.sin, self.len) = (cos, sin, len);
     }
+}
+
+/// Runs `f` on the float32 values of `t` (made contiguous first if it is not).
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("the model runs on the CPU only");
+    };
+    let at = layout.start_offset();
+    Ok(f(
+        &cpu.as_slice::<f32>()?[at..at + layout.shape().elem_count()]
+    ))
+}
+
+/// RMSNorm of one head's `src` with `weight`, then the rotary embedding at `cos`/`sin` (half of
+/// the head each, transformers' `rotate_half` convention), times `scale`, into `out`.
+#[allow(clippy::too_many_arguments)]
+fn norm_rope(
+    src: &[f32],
+    weight: &[f32],
+    eps: f32,
+    cos: &[f32],
+    sin: &[f32],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let d = src.len();
+    let half = d / 2;
+    let mean_square = src.iter().map(|v| v * v).sum::<f32>() / d as f32;
+    let inv = 1.0 / (mean_square + eps).sqrt();
+    for i in 0..half {
+        let a = src[i] * inv * weight[i];
+        let b = src[i + half] * inv * weight[i + half];
+        out[i] = (a * cos[i] - b * sin[i]) * scale;
+        out[i + half] = (b * cos[i] + a * sin[i]) * scale;
+    }
+}
+
+/// `silu(gate) · up` of each row of `gate_up` (`[rows, 2 · inter]`, gate then up).
+fn swiglu(gate_up: &Tensor, inter: usize) -> candle_core::Result<Tensor> {
+    let rows = gate_up.dim(0)?;
+    let out = with_values(gate_up, |gate_up| {
+        let mut out = vec![0f32; rows * inter];
+        out.par_chunks_mut(inter)
+            .zip(gate_up.par_chunks(2 * inter))
+            .with_min_len(4)
+            .for_each(|(out, row)| {
+                let (gate, up) = row.split_at(inter);
+                for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+                    *o = g / (1.0 + (-g).exp()) * u;
+                }
+            });
+        out
+    })?;
+    Tensor::from_vec(out, (rows, inter), &Device::Cpu)
 }
 
 /// One block of query rows and its additive mask `[batch, 1, 1, rows, keys]`.
@@ -359,17 +467,29 @@ pub(crate) struct Qwen3Model {
 impl Qwen3Model {
     /// Builds the network from `checkpoint`, checking every tensor's shape against `cfg`.
     pub fn load(cfg: Qwen3Config, checkpoint: &Checkpoint) -> Result<Self> {
+        Self::load_with(cfg, checkpoint, kernel_available())
+    }
+
+    /// As [`Qwen3Model::load`], with the linear layers packed for this crate's kernel or not.
+    fn load_with(cfg: Qwen3Config, checkpoint: &Checkpoint, packed: bool) -> Result<Self> {
         let (h, i, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
         let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         let why = cfg.describe();
         let get = |name: &str, shape: &[usize]| checkpoint.get(name, shape, &why);
         let stack = |parts: &[(&str, &[usize])]| checkpoint.get_stacked(parts, &why);
+        let linear = |parts: &[(&str, &[usize])]| checkpoint.get_linear(parts, &why, packed);
+        let values = |t: Tensor| {
+            t.to_vec1::<f32>().map_err(|e| Error::Model {
+                path: checkpoint.first_path().to_path_buf(),
+                reason: format!("reading a norm weight: {e}"),
+            })
+        };
 
         let load_layer = |l: usize| -> Result<Layer> {
             let p = format!("model.layers.{l}");
             let attn = format!("{p}.self_attn");
             let name = |n: &str| format!("{attn}.{n}");
-            let qkv_weight = stack(&[
+            let qkv_weight = linear(&[
                 (&name("q_proj.weight"), &[nh * d, h]),
                 (&name("k_proj.weight"), &[nkv * d, h]),
                 (&name("v_proj.weight"), &[nkv * d, h]),
@@ -384,7 +504,7 @@ impl Qwen3Model {
             } else {
                 (None, None)
             };
-            let gate_up = stack(&[
+            let gate_up = linear(&[
                 (&format!("{p}.mlp.gate_proj.weight"), &[i, h]),
                 (&format!("{p}.mlp.up_proj.weight"), &[i, h]),
             ])?;
@@ -394,10 +514,10 @@ impl Qwen3Model {
                     weight: qkv_weight,
                     bias: qkv_bias,
                 },
-                q_norm: get(&name("q_norm.weight"), &[d])?,
-                k_norm: get(&name("k_norm.weight"), &[d])?,
+                q_norm: values(get(&name("q_norm.weight"), &[d])?)?,
+                k_norm: values(get(&name("k_norm.weight"), &[d])?)?,
                 o: Linear {
-                    weight: get(&name("o_proj.weight"), &[h, nh * d])?,
+                    weight: linear(&[(&name("o_proj.weight"), &[h, nh * d])])?,
                     bias: o_bias,
                 },
                 post_norm: get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
@@ -406,7 +526,7 @@ impl Qwen3Model {
                     bias: None,
                 },
                 down: Linear {
-                    weight: get(&format!("{p}.mlp.down_proj.weight"), &[h, i])?,
+                    weight: linear(&[(&format!("{p}.mlp.down_proj.weight"), &[h, i])])?,
                     bias: None,
                 },
             })
@@ -463,10 +583,7 @@ impl Qwen3Model {
             }
         }
         let norm = get("model.norm.weight", &[h])?;
-        let rope = RopeTable::new(&cfg).map_err(|e| Error::Model {
-            path: checkpoint.first_path().to_path_buf(),
-            reason: format!("building the rotary table: {e}"),
-        })?;
+        let rope = RopeTable::new(&cfg);
         Ok(Self {
             cfg,
             embed_tokens,
@@ -504,33 +621,18 @@ impl Qwen3Model {
         if batch == 0 || len == 0 {
             candle_core::bail!("empty batch or empty sequence");
         }
-        let (h, d) = (self.cfg.hidden_size, self.cfg.head_dim);
+        let h = self.cfg.hidden_size;
         let eps = self.cfg.rms_norm_eps as f32;
 
         let pads: Vec<usize> = seqs.iter().map(|s| len - s.len()).collect();
         let mut ids = Vec::with_capacity(batch * len);
-        let mut positions = Vec::with_capacity(batch * len);
         for (seq, &pad) in seqs.iter().zip(&pads) {
-            // Padding uses token 0 at position 0; the mask hides it from the real tokens.
+            // Padding uses token 0 (at position 0); the mask hides it from the real tokens.
             ids.extend(std::iter::repeat_n(0u32, pad));
             ids.extend_from_slice(seq);
-            positions.extend(std::iter::repeat_n(0u32, pad));
-            positions.extend(0..seq.len() as u32);
         }
         let ids = Tensor::from_vec(ids, batch * len, &Device::Cpu)?;
-        let positions = Tensor::from_vec(positions, batch * len, &Device::Cpu)?;
-
-        self.rope.ensure(len)?;
-        let cos = self
-            .rope
-            .cos
-            .index_select(&positions, 0)?
-            .reshape((batch, len, d / 2))?;
-        let sin = self
-            .rope
-            .sin
-            .index_select(&positions, 0)?
-            .reshape((batch, len, d / 2))?;
+        self.rope.ensure(len);
 
         let shape = BatchShape { batch, len, pads };
         let block_rows = (self.attention_block_elements
@@ -554,7 +656,7 @@ impl Qwen3Model {
                 (Some(m), 0) => Cow::Borrowed(m),
                 _ => Cow::Owned(shape.masks(first_row, block_rows)?),
             };
-            x = self.layer(layer, &x, &shape, first_row, &cos, &sin, &masks)?;
+            x = self.layer(layer, &x, &shape, first_row, &masks)?;
         }
         let x = rms_norm(&x, &self.norm, eps)?;
         debug_assert_eq!(x.dims(), &[batch, h]);
@@ -567,17 +669,79 @@ impl Qwen3Model {
         Ok(out)
     }
 
+    /// Splits the q/k/v projections `qkv` (`[batch × len, (nh + 2·nkv) · d]`) into heads: q
+    /// (rows `first_row..len` only, RMS-normed, rotated and scaled by `1/√d`) as `[b, nh, tq, d]`, k
+    /// (normed and rotated) and v as `[b, nkv, len, d]`. A token's position counts from its
+    /// sequence's first real token; padding sits at position 0.
+    fn split_heads(
+        &self,
+        layer: &Layer,
+        qkv: &Tensor,
+        shape: &BatchShape,
+        first_row: usize,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let cfg = &self.cfg;
+        let (b, t) = (shape.batch, shape.len);
+        let tq = t - first_row;
+        let (nh, nkv, d) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
+        let width = (nh + 2 * nkv) * d;
+        let eps = cfg.rms_norm_eps as f32;
+        let half = d / 2;
+        let rope = &self.rope;
+        let at = |seq: usize, i: usize| {
+            let p = i.saturating_sub(shape.pads[seq]) * half;
+            (&rope.cos[p..p + half], &rope.sin[p..p + half])
+        };
+        let scale = 1.0 / (d as f32).sqrt();
+        let (q, k, v) = with_values(qkv, |qkv| {
+            let row =
+                |seq: usize, i: usize, column: usize| &qkv[(seq * t + i) * width + column..][..d];
+            let mut q = vec![0f32; b * nh * tq * d];
+            q.par_chunks_mut(tq * d).enumerate().for_each(|(sh, out)| {
+                let (seq, head) = (sh / nh, sh % nh);
+                for (r, out) in out.chunks_exact_mut(d).enumerate() {
+                    let i = first_row + r;
+                    let (cos, sin) = at(seq, i);
+                    let src = row(seq, i, head * d);
+                    norm_rope(src, &layer.q_norm, eps, cos, sin, scale, out);
+                }
+            });
+            let mut k = vec![0f32; b * nkv * t * d];
+            let mut v = vec![0f32; b * nkv * t * d];
+            k.par_chunks_mut(t * d)
+                .zip(v.par_chunks_mut(t * d))
+                .enumerate()
+                .for_each(|(sh, (k, v))| {
+                    let (seq, head) = (sh / nkv, sh % nkv);
+                    for (i, (k, v)) in k.chunks_exact_mut(d).zip(v.chunks_exact_mut(d)).enumerate()
+                    {
+                        let (cos, sin) = at(seq, i);
+                        let src = row(seq, i, (nh + head) * d);
+                        norm_rope(src, &layer.k_norm, eps, cos, sin, 1.0, k);
+                        v.copy_from_slice(row(seq, i, (nh + nkv + head) * d));
+                    }
+                });
+            (q, k, v)
+        })?;
+        Ok((
+            Tensor::from_vec(q, (b, nh, tq, d), &Device::Cpu)?,
+            Tensor::from_vec(k, (b, nkv, t, d), &Device::Cpu)?,
+            Tensor::from_vec(v, (b, nkv, t, d), &Device::Cpu)?,
+        ))
+    }
+
     /// One decoder layer on `x` (`[batch × len, hidden]`); returns the rows `first_row..len` of
     /// every sequence (`[batch × (len − first_row), hidden]`).
-    #[allow(clippy::too_many_arguments)]
     fn layer(
         &self,
         layer: &Layer,
         x: &Tensor,
         shape: &BatchShape,
         first_row: usize,
-        cos: &Tensor,
-        sin: &Tensor,
         masks: &[MaskBlock],
     ) -> candle_core::Result<Tensor> {
         let cfg = &self.cfg;
@@ -594,34 +758,8 @@ impl Qwen3Model {
         let normed = rms_norm(x, &layer.input_norm, eps)?;
         let qkv = layer.qkv.forward(&normed)?;
 
-        let (q_cos, q_sin) = if first_row == 0 {
-            (cos.clone(), sin.clone())
-        } else {
-            (
-                cos.narrow(1, first_row, tq)?.contiguous()?,
-                sin.narrow(1, first_row, tq)?.contiguous()?,
-            )
-        };
-        let q = qkv.narrow(1, 0, nh * d)?.reshape((b, t, nh, d))?;
-        let q = if first_row == 0 {
-            q
-        } else {
-            q.narrow(1, first_row, tq)?.contiguous()?
-        };
-        let q = rms_norm(&q, &layer.q_norm, eps)?;
-        let q = rope_thd(&q, &q_cos, &q_sin)?;
-        // [b, nh, tq, d]; the softmax scale is folded into q.
-        let q = (q.transpose(1, 2)?.contiguous()? * (1.0 / (d as f64).sqrt()))?;
-
-        let k = qkv.narrow(1, nh * d, nkv * d)?.reshape((b, t, nkv, d))?;
-        let k = rms_norm(&k, &layer.k_norm, eps)?;
-        let k = rope_thd(&k, cos, sin)?;
-        let k_t = k.transpose(1, 2)?.contiguous()?.t()?; // [b, nkv, d, t]
-        let v = qkv
-            .narrow(1, (nh + nkv) * d, nkv * d)?
-            .reshape((b, t, nkv, d))?
-            .transpose(1, 2)?
-            .contiguous()?; // [b, nkv, t, d]
+        let (q, k, v) = self.split_heads(layer, &qkv, shape, first_row)?;
+        let k_t = k.t()?; // [b, nkv, d, t]
 
         // Grouped-query attention without copying keys and values: query head `kv * g + j` uses
         // key/value head `kv`, so the heads of a group are stacked as extra rows.
@@ -659,7 +797,7 @@ impl Qwen3Model {
 
         let normed = rms_norm(&x, &layer.post_norm, eps)?;
         let gate_up = layer.gate_up.forward(&normed)?;
-        let act = (gate_up.narrow(1, 0, inter)?.silu()? * gate_up.narrow(1, inter, inter)?)?;
+        let act = swiglu(&gate_up, inter)?;
         let mlp = layer.down.forward(&act)?;
         x + mlp
     }
@@ -707,6 +845,19 @@ mod tests {
         assert!(max_abs_diff(&reference, &rows) <= 1e-6);
     }
 
+    #[test]
+    fn packed_and_dense_layers_give_the_same_vectors() {
+        let dir = r2_fixtures::tiny_qwen3_dir();
+        let cfg = Qwen3Config::from_file(&dir.join("config.json")).unwrap();
+        let checkpoint = Checkpoint::open(&[dir.join("model.safetensors")]).unwrap();
+        let mut packed = Qwen3Model::load_with(cfg.clone(), &checkpoint, true).unwrap();
+        let mut dense = Qwen3Model::load_with(cfg, &checkpoint, false).unwrap();
+        let seqs: Vec<Vec<u32>> = vec![(0..40).map(|i| 9 + 11 * i).collect(), vec![4, 5]];
+        let batch: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+        let (a, b) = (packed.embed(&batch).unwrap(), dense.embed(&batch).unwrap());
+        assert!(max_abs_diff(&a, &b) <= 1e-5, "{}", max_abs_diff(&a, &b));
+    }
+
     /// The tiny fixture with every tensor rounded to `dtype`, written as `dtype` and as float32.
     fn rounded_copies(dtype: DType) -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = r2_fixtures::tiny_qwen3_dir();
@@ -741,7 +892,19 @@ mod tests {
             // The embedding table stays in the file's dtype; everything else is float32.
             assert_eq!(a.embed_tokens.dtype(), dtype);
             assert_eq!(b.embed_tokens.dtype(), DType::F32);
-            assert_eq!(a.layers[0].qkv.weight.dtype(), DType::F32);
+            let kinds = [&a, &b].map(|m| match &m.layers[0].qkv.weight {
+                LinearWeight::Packed(w) => Some(w.is_bf16()),
+                LinearWeight::Dense(w) => {
+                    assert_eq!(w.dtype(), DType::F32);
+                    None
+                }
+            });
+            if kernel_available() {
+                // bfloat16 layers stay bfloat16; float16 ones are widened.
+                assert_eq!(kinds, [Some(dtype == DType::BF16), Some(false)]);
+            } else {
+                assert_eq!(kinds, [None, None]);
+            }
             assert_eq!(
                 a.embed(&batch).unwrap(),
                 b.embed(&batch).unwrap(),
@@ -806,14 +969,14 @@ mod tests {
     fn the_rotary_table_grows_on_demand() {
         let mut cfg = tiny().cfg;
         cfg.max_position_embeddings = 40_960;
-        let mut rope = RopeTable::new(&cfg).unwrap();
+        let mut rope = RopeTable::new(&cfg);
         assert_eq!(rope.len, INITIAL_ROPE_POSITIONS);
-        rope.ensure(3000).unwrap();
+        rope.ensure(3000);
         assert_eq!(rope.len, 4096);
-        rope.ensure(40_000).unwrap();
+        rope.ensure(40_000);
         assert_eq!(rope.len, 40_960);
         let (p, i) = (39_999usize, 3usize);
-        let cos = rope.cos.get(p).unwrap().to_vec1::<f32>().unwrap()[i];
+        let cos = rope.cos[p * cfg.head_dim / 2 + i];
         let angle = p as f32 * rope.inv_freq[i];
         assert_eq!(cos, angle.cos());
         let expected = 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64);

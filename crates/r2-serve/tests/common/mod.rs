@@ -53,6 +53,10 @@ pub struct Setup {
     pub provider_base: Option<String>,
     /// The embeddings server (default: [`embeddings`]).
     pub embed_url: Option<String>,
+    /// An in-process Qwen3 model folder and its batching, instead of an embeddings server.
+    pub embed_model: Option<(std::path::PathBuf, r2_router::r2_embed::BatchOptions)>,
+    /// Another router: its checkpoints folder and pool config (default: the upstream router).
+    pub router: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for Setup {
@@ -69,6 +73,8 @@ impl Default for Setup {
             provider_timeout: Duration::from_secs(5),
             provider_base: None,
             embed_url: None,
+            embed_model: None,
+            router: None,
         }
     }
 }
@@ -121,14 +127,26 @@ impl Gateway {
             }
             None => (None, Arc::new(Mutex::new(Vec::new()))),
         };
+        let (embedding_model_dir, embed_batching) = match setup.embed_model {
+            Some((dir, batching)) => (Some(dir), batching),
+            None => (None, r2_router::r2_embed::BatchOptions::default()),
+        };
+        let embed_url = match (&embedding_model_dir, setup.embed_url) {
+            (Some(_), _) => None,
+            (None, url) => Some(url.unwrap_or_else(|| format!("http://{}", embeddings()))),
+        };
+        let (checkpoints, config) = setup.router.unwrap_or_else(|| {
+            (
+                r2_fixtures::converted_router_dir(),
+                r2_fixtures::upstream_dir().join("config.json"),
+            )
+        });
         let r2 = R2Router::load(Options {
-            checkpoints: Some(r2_fixtures::converted_router_dir()),
-            config: Some(r2_fixtures::upstream_dir().join("config.json")),
-            embed_url: Some(
-                setup
-                    .embed_url
-                    .unwrap_or_else(|| format!("http://{}", embeddings())),
-            ),
+            checkpoints: Some(checkpoints),
+            config: Some(config),
+            embed_url,
+            embedding_model_dir,
+            embed_batching,
             llm_api_key: llm_api_base
                 .as_ref()
                 .map(|_| r2_llm::ApiKey::new(PROVIDER_KEY)),
