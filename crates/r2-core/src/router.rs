@@ -413,12 +413,14 @@ impl Router {
                 dim: self.dim,
             });
         }
-        for (query, x) in embeddings.chunks_exact(self.dim).enumerate() {
-            self.check_embedding(query, x)?;
-        }
+        // Each thread checks its own queries as it routes them (`route_range`); the parts are
+        // joined in order, so the error reported is still the first bad query's.
+        let check_and_route = |first: usize, xs: &[f64], tokens: &[u64]| {
+            self.route_range(first, xs, tokens, &checked)
+        };
         let threads = threads.clamp(1, n.max(1));
         if threads == 1 {
-            return self.route_range(0, embeddings, input_tokens, &checked);
+            return check_and_route(0, embeddings, input_tokens);
         }
         let per_thread = n.div_ceil(threads);
         let results: Vec<Result<Vec<Decision>>> = std::thread::scope(|scope| {
@@ -427,8 +429,8 @@ impl Router {
                 .zip(embeddings.chunks(per_thread * self.dim))
                 .enumerate()
                 .map(|(i, (tokens, xs))| {
-                    let checked = &checked;
-                    scope.spawn(move || self.route_range(i * per_thread, xs, tokens, checked))
+                    let check_and_route = &check_and_route;
+                    scope.spawn(move || check_and_route(i * per_thread, xs, tokens))
                 })
                 .collect();
             handles
@@ -639,6 +641,8 @@ impl Router {
     }
 
     /// Routes queries `first..first + input_tokens.len()` of a batch on this thread.
+    /// Routes queries `first..` (checking each embedding first: an error names the first bad
+    /// one, and nothing after it is routed).
     fn route_range(
         &self,
         first: usize,
@@ -651,7 +655,10 @@ impl Router {
                 .chunks_exact(self.dim)
                 .zip(input_tokens)
                 .enumerate()
-                .map(|(i, (x, &t))| self.route_exact(first + i, x, t, checked))
+                .map(|(i, (x, &t))| {
+                    self.check_embedding(first + i, x)?;
+                    self.route_exact(first + i, x, t, checked)
+                })
                 .collect();
         }
         let heads = self.head_count();
@@ -665,6 +672,10 @@ impl Router {
             .zip(input_tokens.chunks(SCREEN_BLOCK))
             .enumerate()
         {
+            // Checked block by block, while the block is still in cache for the product below.
+            for (i, x) in xs.chunks_exact(self.dim).enumerate() {
+                self.check_embedding(first + block * SCREEN_BLOCK + i, x)?;
+            }
             let approx = &mut approx[..tokens.len() * padded];
             // Row j of `approx` holds every head of query j (then the padding of the last panel).
             // Always float32: the GEMM is bound by arithmetic, and bfloat16 dot products are no

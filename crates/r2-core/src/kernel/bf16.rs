@@ -108,7 +108,11 @@ impl Bf16Screen {
         assert!(x.len() == self.dim && out.len() == self.padded_heads());
         xb.clear();
         xb.resize(self.pairs, 0);
-        let err = round_pairs(x, xb, 1, 0);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as below (AVX-512F); `xb` holds `pairs = ⌈dim / 2⌉` words.
+        let err = unsafe { x86::round_pairs(x, xb) };
+        #[cfg(not(target_arch = "x86_64"))]
+        let err = round_pairs(x, xb);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Bf16Screen` is only built when the CPU has AVX-512F and AVX-512 BF16 (`new`);
         // the lengths were checked above.
@@ -119,10 +123,16 @@ impl Bf16Screen {
     }
 }
 
-/// Rounds `x` to bfloat16 pairs into `dst[i·stride + offset]` (zeros past the end of `x`) and
-/// returns `‖x − xb‖`, rounded up.
-fn round_pairs(x: &[f64], dst: &mut [u32], stride: usize, offset: usize) -> f64 {
-    let mut sq = 0.0f64;
+/// Rounds `x` to bfloat16 pairs into `dst` (zeros past the end of `x`) and returns `‖x − xb‖`,
+/// rounded up.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn round_pairs(x: &[f64], dst: &mut [u32]) -> f64 {
+    finish_error(round_pairs_from(x, dst, 0.0))
+}
+
+/// [`round_pairs`] of the values of `x` from pair `dst`'s first word on, adding their squared
+/// errors to `sq`; returns the sum.
+fn round_pairs_from(x: &[f64], dst: &mut [u32], mut sq: f64) -> f64 {
     let mut round = |v: f64| {
         let b = bf16_bits(v as f32);
         let d = v - f64::from(bf16_value(b));
@@ -130,7 +140,7 @@ fn round_pairs(x: &[f64], dst: &mut [u32], stride: usize, offset: usize) -> f64 
         u32::from(b)
     };
     let (pairs, tail) = x.split_at(x.len() / 2 * 2);
-    let mut slots = dst.iter_mut().skip(offset).step_by(stride);
+    let mut slots = dst.iter_mut();
     for (pair, slot) in pairs.chunks_exact(2).zip(&mut slots) {
         *slot = round(pair[0]) | (round(pair[1]) << 16);
     }
@@ -142,7 +152,12 @@ fn round_pairs(x: &[f64], dst: &mut [u32], stride: usize, offset: usize) -> f64 
     for slot in slots {
         *slot = 0;
     }
-    // A NaN or infinity makes the error NaN or infinite, and the screen then gives up.
+    sq
+}
+
+/// `√sq`, rounded up. A NaN or infinity makes the error NaN or infinite, and the screen then gives
+/// up.
+fn finish_error(sq: f64) -> f64 {
     sq.sqrt() * (1.0 + 1e-9)
 }
 
@@ -153,8 +168,57 @@ mod x86 {
     //! panel.
     // Register tiles are indexed by (panel, query): index loops say what each register holds.
     #![allow(clippy::needless_range_loop)]
-    use super::{GROUP, PANEL};
+    use super::{finish_error, round_pairs_from, GROUP, PANEL};
     use std::arch::x86_64::*;
+
+    /// [`super::round_pairs`], 16 values at a time: the same words (round to nearest even,
+    /// subnormals to signed zero, NaN quieted) and the same error up to the order of its sum.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `dst.len() == ⌈x.len() / 2⌉`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn round_pairs(x: &[f64], dst: &mut [u32]) -> f64 {
+        debug_assert_eq!(dst.len(), x.len().div_ceil(2));
+        let chunks = x.len() / 16;
+        let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
+        let min_positive = _mm512_set1_epi32(f32::MIN_POSITIVE.to_bits() as i32);
+        let infinity = _mm512_set1_epi32(f32::INFINITY.to_bits() as i32);
+        let (one, half_up, sign, quiet) = (
+            _mm512_set1_epi32(1),
+            _mm512_set1_epi32(0x7fff),
+            _mm512_set1_epi32(0x8000),
+            _mm512_set1_epi32(0x40),
+        );
+        let mut sq = _mm512_setzero_pd();
+        for c in 0..chunks {
+            let p = x.as_ptr().add(16 * c);
+            let (d0, d1) = (_mm512_loadu_pd(p), _mm512_loadu_pd(p.add(8)));
+            let f0 = _mm256_castps_si256(_mm512_cvtpd_ps(d0));
+            let f1 = _mm256_castps_si256(_mm512_cvtpd_ps(d1));
+            let bits = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(f0), f1);
+            let high = _mm512_srli_epi32::<16>(bits);
+            let round = _mm512_add_epi32(half_up, _mm512_and_si512(high, one));
+            let mut r = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, round));
+            let abs = _mm512_and_si512(bits, abs_mask);
+            let tiny = _mm512_cmplt_epu32_mask(abs, min_positive);
+            r = _mm512_mask_blend_epi32(tiny, r, _mm512_and_si512(high, sign));
+            let nan = _mm512_cmpgt_epu32_mask(abs, infinity);
+            r = _mm512_mask_blend_epi32(nan, r, _mm512_or_si512(high, quiet));
+            // Sixteen 16-bit values in order: value 2i in the low half of word i.
+            _mm256_storeu_si256(dst.as_mut_ptr().add(8 * c).cast(), _mm512_cvtepi32_epi16(r));
+            let values = _mm512_slli_epi32::<16>(r);
+            let v0 = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm512_castsi512_si256(values)));
+            let v1 = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm512_extracti64x4_epi64::<1>(values)));
+            let (e0, e1) = (_mm512_sub_pd(d0, v0), _mm512_sub_pd(d1, v1));
+            sq = _mm512_fmadd_pd(e0, e0, _mm512_fmadd_pd(e1, e1, sq));
+        }
+        let sq = round_pairs_from(
+            &x[16 * chunks..],
+            &mut dst[8 * chunks..],
+            _mm512_reduce_add_pd(sq),
+        );
+        finish_error(sq)
+    }
 
     #[inline(always)]
     unsafe fn load(p: *const u32) -> __m512bh {
@@ -249,6 +313,61 @@ mod tests {
             let v = ((i as f32) * 0.618).sin() * 10f32.powi(i % 30 - 15);
             let r = bf16_value(bf16_bits(v));
             assert!((r - v).abs() <= v.abs() / 256.0, "{v} → {r}");
+        }
+    }
+
+    #[test]
+    fn the_vector_rounding_gives_the_words_and_error_of_the_scalar_one() {
+        let special = [
+            0.0,
+            -0.0,
+            1e-39,
+            -1e-39,
+            f64::from(f32::MIN_POSITIVE),
+            1.0 + 1.0 / 256.0,
+            1.0 + 3.0 / 256.0,
+            f64::from(f32::MAX),
+            1e39,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for len in [0usize, 1, 2, 15, 16, 17, 31, 32, 33, 100, 1024] {
+            for with_special in [false, true] {
+                let mut x: Vec<f64> = (0..len)
+                    .map(|i| ((i as f64) * 0.618).sin() * 10f64.powi(i as i32 % 20 - 10))
+                    .collect();
+                if with_special {
+                    for (v, s) in x.iter_mut().zip(special.iter().cycle()) {
+                        *v = *s;
+                    }
+                }
+                let mut scalar = vec![0u32; len.div_ceil(2)];
+                let expected = round_pairs(&x, &mut scalar);
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    let mut vector = vec![u32::MAX; len.div_ceil(2)];
+                    // SAFETY: AVX-512F was detected; the lengths match.
+                    let got = unsafe { x86::round_pairs(&x, &mut vector) };
+                    // NaN payloads may differ; every other word is the same.
+                    for (i, (a, b)) in vector.iter().zip(&scalar).enumerate() {
+                        let nan =
+                            |w: u32| [w & 0xffff, w >> 16].map(|h| bf16_value(h as u16).is_nan());
+                        assert!(
+                            a == b || nan(*a) == nan(*b) && nan(*a).contains(&true),
+                            "{len} [{i}]"
+                        );
+                    }
+                    if expected.is_finite() {
+                        assert!(
+                            (got - expected).abs() <= 1e-12 * expected,
+                            "{got} vs {expected}"
+                        );
+                    } else {
+                        assert!(!got.is_finite());
+                    }
+                }
+            }
         }
     }
 

@@ -145,23 +145,24 @@ impl Packed {
                 return;
             }
         };
-        // One tile of queries at a time, transposed k-major (`xt[k·tile + q]`), zeros past the end.
+        // One tile of queries at a time, in float32 rows `stride` apart, zeros past the end.
+        let stride = tile_stride(dim);
         scratch.clear();
-        scratch.resize(dim * tile, 0.0);
+        scratch.resize(stride * tile, 0.0);
         for (xs, out) in xs.chunks(tile * dim).zip(out.chunks_mut(tile * padded)) {
             let q_n = xs.len() / dim;
-            transpose(xs, dim, tile, scratch);
+            narrow_rows(xs, dim, stride, tile, scratch);
             match self.isa {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: the CPU has AVX-512F (see `gemv`); `scratch` holds `dim × TILE_512`
-                // floats, `out` room for `q_n ≤ TILE_512` rows of `padded`.
+                // SAFETY: the CPU has AVX-512F (see `gemv`); `scratch` holds `TILE_512` rows of
+                // `stride ≥ dim` floats, `out` room for `q_n ≤ TILE_512` rows of `padded`.
                 Isa::Avx512 => unsafe {
-                    x86::gemm_tile_avx512(&self.data, dim, self.panels, scratch, q_n, out)
+                    x86::gemm_tile_avx512(&self.data, dim, self.panels, scratch, stride, q_n, out)
                 },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above, for AVX2 and FMA with `TILE_256`.
                 Isa::Avx2Fma => unsafe {
-                    x86::gemm_tile_avx2(&self.data, dim, self.panels, scratch, q_n, out)
+                    x86::gemm_tile_avx2(&self.data, dim, self.panels, scratch, stride, q_n, out)
                 },
                 Isa::Portable => unreachable!("handled above"),
             }
@@ -169,20 +170,23 @@ impl Packed {
     }
 }
 
-/// `xt[k·tile + q] = xs[q·dim + k] as f32` for the `q_n = xs.len() / dim ≤ tile` queries of `xs`,
-/// zeros for `q_n ≤ q < tile`.
-fn transpose(xs: &[f64], dim: usize, tile: usize, xt: &mut [f32]) {
+/// Floats between the rows of a tile: `dim` rounded up to 16, plus 16, so that the rows of a tile
+/// never lie a multiple of 4 KiB apart (they would share L1 sets and evict each other).
+fn tile_stride(dim: usize) -> usize {
+    dim.next_multiple_of(16) + 16
+}
+
+/// `xr[q·stride + k] = xs[q·dim + k] as f32` for the `q_n = xs.len() / dim ≤ tile` queries of
+/// `xs`, zeros for `q_n ≤ q < tile`.
+fn narrow_rows(xs: &[f64], dim: usize, stride: usize, tile: usize, xr: &mut [f32]) {
     let q_n = xs.len() / dim;
-    assert!(q_n <= tile && xt.len() == dim * tile && xs.len() == q_n * dim);
+    assert!(q_n <= tile && stride >= dim && xr.len() == stride * tile && xs.len() == q_n * dim);
     if q_n < tile {
-        xt.fill(0.0);
+        xr[q_n * stride..].fill(0.0);
     }
-    let (src, dst) = (xs.as_ptr(), xt.as_mut_ptr());
-    for q in 0..q_n {
-        for k in 0..dim {
-            // SAFETY: q < q_n and k < dim, so q·dim + k < xs.len() and k·tile + q < xt.len()
-            // (both checked above). Raw pointers: the strided stores defeat bounds-check removal.
-            unsafe { *dst.add(k * tile + q) = *src.add(q * dim + k) as f32 };
+    for (row, x) in xr.chunks_exact_mut(stride).zip(xs.chunks_exact(dim)) {
+        for (r, &v) in row.iter_mut().zip(x) {
+            *r = v as f32;
         }
     }
 }
@@ -208,7 +212,7 @@ fn gemv_portable(data: &[f32], dim: usize, panels: usize, x: &[f32], out: &mut [
 mod x86 {
     //! The AVX-512 and AVX2+FMA kernels. Every function here requires the CPU features in its
     //! `target_feature` attribute and the lengths its caller (`Packed`) checks:
-    //! `data.len() == panels·dim·PANEL`, `x.len() == dim` (GEMV) or `xt.len() == dim·tile`
+    //! `data.len() == panels·dim·PANEL`, `x.len() == dim` (GEMV) or `xr.len() == stride·tile`
     //! (GEMM), `out` room for every panel of every written query.
     // Register tiles are indexed by (panel, query): index loops say what each register holds.
     #![allow(clippy::needless_range_loop)]
@@ -364,19 +368,20 @@ mod x86 {
         data: &[f32],
         dim: usize,
         panels: usize,
-        xt: &[f32],
+        xr: &[f32],
+        stride: usize,
         q_n: usize,
         out: &mut [f32],
     ) {
-        debug_assert!(xt.len() == dim * TILE_512 && q_n <= TILE_512);
+        debug_assert!(xr.len() == stride * TILE_512 && stride >= dim && q_n <= TILE_512);
         debug_assert!(out.len() >= q_n * panels * PANEL);
         let mut p = 0;
         while p < panels {
             if p + 2 <= panels {
-                gemm_block_avx512::<2>(data, dim, panels, p, xt, q_n, out);
+                gemm_block_avx512::<2>(data, dim, panels, p, xr, stride, q_n, out);
                 p += 2;
             } else {
-                gemm_block_avx512::<1>(data, dim, panels, p, xt, q_n, out);
+                gemm_block_avx512::<1>(data, dim, panels, p, xr, stride, q_n, out);
                 p += 1;
             }
         }
@@ -384,17 +389,19 @@ mod x86 {
 
     #[target_feature(enable = "avx512f")]
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn gemm_block_avx512<const G: usize>(
         data: &[f32],
         dim: usize,
         panels: usize,
         first: usize,
-        xt: &[f32],
+        xr: &[f32],
+        stride: usize,
         q_n: usize,
         out: &mut [f32],
     ) {
         let w = data.as_ptr().add(first * dim * PANEL);
-        let x = xt.as_ptr();
+        let x = xr.as_ptr();
         let mut acc = [[_mm512_setzero_ps(); TILE_512]; G];
         for k in 0..dim {
             let mut wv = [_mm512_setzero_ps(); G];
@@ -403,8 +410,8 @@ mod x86 {
                 wv[g] = _mm512_loadu_ps(w.add((g * dim + k) * PANEL));
             }
             for q in 0..TILE_512 {
-                // SAFETY: xt holds dim × TILE_512 floats.
-                let xq = _mm512_set1_ps(*x.add(k * TILE_512 + q));
+                // SAFETY: xr holds TILE_512 rows of stride ≥ dim floats.
+                let xq = _mm512_set1_ps(*x.add(q * stride + k));
                 for g in 0..G {
                     acc[g][q] = _mm512_fmadd_ps(wv[g], xq, acc[g][q]);
                 }
@@ -428,13 +435,14 @@ mod x86 {
         data: &[f32],
         dim: usize,
         panels: usize,
-        xt: &[f32],
+        xr: &[f32],
+        stride: usize,
         q_n: usize,
         out: &mut [f32],
     ) {
-        debug_assert!(xt.len() == dim * TILE_256 && q_n <= TILE_256);
+        debug_assert!(xr.len() == stride * TILE_256 && stride >= dim && q_n <= TILE_256);
         debug_assert!(out.len() >= q_n * panels * PANEL);
-        let x = xt.as_ptr();
+        let x = xr.as_ptr();
         let padded = panels * PANEL;
         for p in 0..panels {
             let w = data.as_ptr().add(p * dim * PANEL);
@@ -444,8 +452,8 @@ mod x86 {
                 let w0 = _mm256_loadu_ps(w.add(k * PANEL));
                 let w1 = _mm256_loadu_ps(w.add(k * PANEL + 8));
                 for (q, a) in acc.iter_mut().enumerate() {
-                    // SAFETY: xt holds dim × TILE_256 floats.
-                    let xq = _mm256_set1_ps(*x.add(k * TILE_256 + q));
+                    // SAFETY: xr holds TILE_256 rows of stride ≥ dim floats.
+                    let xq = _mm256_set1_ps(*x.add(q * stride + k));
                     a[0] = _mm256_fmadd_ps(w0, xq, a[0]);
                     a[1] = _mm256_fmadd_ps(w1, xq, a[1]);
                 }
