@@ -25,7 +25,9 @@
 //!   takes the waiting calls in arrival order, each call whole, while the sum of their token
 //!   counts (without padding) stays within [`BatchOptions::max_batch_tokens`] (the first call
 //!   always goes in, however long), and runs their texts together as above. An idle model starts
-//!   on a call at once: nothing waits for company. The queue holds at most
+//!   on a call at once, unless its last pass served several calls: then their callers' next calls
+//!   are on their way, and it waits up to 3 ms for as many (within the token budget), so that the
+//!   first to arrive does not run alone while the others wait a whole pass. The queue holds at most
 //!   [`BatchOptions::max_queued`] texts; a call that would take it past that is refused at once
 //!   with [`Error::Overloaded`] (a call when nothing waits is always accepted, however many texts
 //!   it has). [`LocalQwen3Embedder::forward_passes`] counts the forward passes run.
@@ -167,6 +169,7 @@ impl LocalQwen3Embedder {
         let limits = Limits {
             max_batch_cost: batch.max_batch_tokens,
             max_queued: batch.max_queued,
+            gather_wait: worker::GATHER_WAIT,
         };
         let worker = Worker::spawn("r2-embed-qwen3", engine, limits)?;
         Ok(Self {

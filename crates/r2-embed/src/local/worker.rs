@@ -4,8 +4,11 @@
 //! `tokio::sync::oneshot`, so blocking work never runs on the tokio runtime. Requests that arrive
 //! while a batch runs wait in a queue; when the batch is done, the next one takes the waiting
 //! requests in arrival order, whole, while their costs sum to at most `max_batch_cost` (the first
-//! request always goes in, however costly), as text-embeddings-inference's queue does. Nothing
-//! waits for more requests to come: an idle worker starts on the first request at once.
+//! request always goes in, however costly), as text-embeddings-inference's queue does. An idle
+//! worker starts on the first request at once, except under concurrent load: when the last batch
+//! had several callers, their next requests are about to arrive together, so the worker gives
+//! them up to `Limits::gather_wait` (as many as the last batch had, within the cost) to share the
+//! batch instead of letting the first run alone and the rest wait a whole batch for it.
 //!
 //! The queue is bounded: a request that would take the units waiting (texts, for the embedder)
 //! past `max_queued` is refused at once with [`Error::Overloaded`] — unless nothing is waiting,
@@ -20,6 +23,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -56,7 +60,13 @@ pub(crate) struct Limits {
     pub max_batch_cost: usize,
     /// Units (given with each call) waiting at most.
     pub max_queued: usize,
+    /// How long an idle worker waits for company after a batch of several callers.
+    pub gather_wait: Duration,
 }
+
+/// The default of [`Limits::gather_wait`]: on loopback the callers of a batch are back within a
+/// millisecond; a forward pass takes hundreds.
+pub(crate) const GATHER_WAIT: Duration = Duration::from_millis(3);
 
 struct Job<Req, Resp> {
     request: Req,
@@ -90,7 +100,7 @@ impl<B: Batcher> Worker<B> {
         let counter = queued.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || serve(&mut batcher, &channel, &counter, limits.max_batch_cost))
+            .spawn(move || serve(&mut batcher, &channel, &counter, limits))
             .map_err(|e| Error::Worker(format!("cannot start the thread: {e}")))?;
         Ok(Self {
             jobs: Some(jobs),
@@ -149,8 +159,10 @@ fn serve<B: Batcher>(
     batcher: &mut B,
     channel: &mpsc::Receiver<Job<B::Request, B::Response>>,
     queued: &AtomicUsize,
-    max_batch_cost: usize,
+    limits: Limits,
 ) {
+    let max_batch_cost = limits.max_batch_cost;
+    let mut last_batch_calls = 0;
     let mut waiting: VecDeque<Waiting<B::Ready, B::Response>> = VecDeque::new();
     let release = |units: usize| {
         queued.fetch_sub(units, Ordering::AcqRel);
@@ -161,6 +173,19 @@ fn serve<B: Batcher>(
             match channel.recv() {
                 Ok(job) => admit(batcher, job, &mut waiting, &release),
                 Err(_) => return,
+            }
+            if last_batch_calls > 1 {
+                let until = Instant::now() + limits.gather_wait;
+                while waiting.len() < last_batch_calls
+                    && waiting.iter().map(|w| w.cost).sum::<usize>() < max_batch_cost
+                {
+                    let left = until.saturating_duration_since(Instant::now());
+                    match channel.recv_timeout(left) {
+                        Ok(job) => admit(batcher, job, &mut waiting, &release),
+                        // A closed channel ends the loop at its next `recv`.
+                        Err(_) => break,
+                    }
+                }
             }
         }
         while let Ok(job) = channel.try_recv() {
@@ -189,6 +214,7 @@ fn serve<B: Batcher>(
             }
         }
         release(batch.iter().map(|w| w.units).sum());
+        last_batch_calls = batch.len();
 
         let readies: Vec<&B::Ready> = batch.iter().map(|w| &w.ready).collect();
         let cancelled = || batch.iter().all(|w| w.reply.is_closed());
@@ -292,7 +318,6 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
     use std::sync::Mutex;
-    use std::time::{Duration, Instant};
 
     /// Doubles numbers; records every batch; panics on 0; blocks while `hold` is set; a request
     /// costs its value.
@@ -358,7 +383,92 @@ mod tests {
     const WIDE: Limits = Limits {
         max_batch_cost: 100,
         max_queued: 100,
+        gather_wait: GATHER_WAIT,
     };
+
+    /// Calls `values` one after another, `pause` apart, without waiting for the answers; returns
+    /// the answers.
+    fn staggered(worker: &Arc<Worker<Doubler>>, values: &[u32], pause: Duration) -> Vec<u32> {
+        let rt = runtime();
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for &v in values {
+                let worker = worker.clone();
+                tasks.push(tokio::spawn(async move { worker.call(v, 1).await }));
+                tokio::task::yield_now().await;
+                std::thread::sleep(pause);
+            }
+            let mut answers = Vec::new();
+            for t in tasks {
+                answers.push(t.await.unwrap().unwrap());
+            }
+            answers
+        })
+    }
+
+    #[test]
+    fn after_a_lone_batch_nobody_waits_for_company() {
+        let doubler = Doubler::default();
+        let batches = doubler.batches.clone();
+        let limits = Limits {
+            gather_wait: Duration::from_secs(2),
+            ..WIDE
+        };
+        let worker = Arc::new(Worker::spawn("test-worker", doubler, limits).unwrap());
+        let rt = runtime();
+        // A lone call: the next one 50 ms later runs alone too, at once.
+        assert_eq!(rt.block_on(worker.call(1, 1)).unwrap(), 2);
+        let started = Instant::now();
+        assert_eq!(staggered(&worker, &[2], Duration::ZERO), [4]);
+        assert!(started.elapsed() < Duration::from_secs(1), "a lone call waited");
+        // Two calls 50 ms apart after a lone batch: the first does not wait for the second.
+        assert_eq!(staggered(&worker, &[3, 4], Duration::from_millis(50)), [6, 8]);
+        assert_eq!(batches.lock().unwrap()[2..], [vec![3], vec![4]]);
+    }
+
+    #[test]
+    fn two_callers_after_a_shared_batch_share_the_next_one_though_they_arrive_apart() {
+        let (started, started_rx) = std::sync::mpsc::channel();
+        let doubler = Doubler {
+            started: Some(started),
+            hold: Arc::new(AtomicBool::new(true)),
+            ..Doubler::default()
+        };
+        let (batches, hold) = (doubler.batches.clone(), doubler.hold.clone());
+        let limits = Limits {
+            gather_wait: Duration::from_secs(2),
+            ..WIDE
+        };
+        let worker = Arc::new(Worker::spawn("test-worker", doubler, limits).unwrap());
+        // A batch of [1] holds the worker while 2 and 3 queue: they share the next batch.
+        let rt = runtime();
+        rt.block_on(async {
+            let first = {
+                let worker = worker.clone();
+                tokio::spawn(async move { worker.call(1, 1).await })
+            };
+            tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+                .await
+                .unwrap();
+            let rest: Vec<_> = [2, 3]
+                .into_iter()
+                .map(|v| {
+                    let worker = worker.clone();
+                    tokio::spawn(async move { worker.call(v, 1).await })
+                })
+                .collect();
+            tokio::task::yield_now().await;
+            hold.store(false, Ordering::SeqCst);
+            first.await.unwrap().unwrap();
+            for t in rest {
+                t.await.unwrap().unwrap();
+            }
+        });
+        // The last batch had two callers: two calls 100 ms apart are gathered into one batch.
+        assert_eq!(staggered(&worker, &[4, 5], Duration::from_millis(100)), [8, 10]);
+        let batches = batches.lock().unwrap().clone();
+        assert_eq!(batches, [vec![1], vec![2, 3], vec![4, 5]]);
+    }
 
     #[test]
     fn answers_requests_in_order() {
@@ -419,6 +529,7 @@ mod tests {
         let limits = Limits {
             max_batch_cost: 10,
             max_queued: 100,
+            gather_wait: GATHER_WAIT,
         };
         let (answers, batches) = gather(limits, &[3, 4, 3, 2, 20, 1]);
         let answers: Vec<u32> = answers.into_iter().map(|a| a.unwrap()).collect();
@@ -435,6 +546,7 @@ mod tests {
         let limits = Limits {
             max_batch_cost: 100,
             max_queued: 3,
+            gather_wait: GATHER_WAIT,
         };
         let (answers, batches) = gather(limits, &[5, 6, 7, 8, 9]);
         assert_eq!(
@@ -464,6 +576,7 @@ mod tests {
         let limits = Limits {
             max_batch_cost: 100,
             max_queued: 3,
+            gather_wait: GATHER_WAIT,
         };
         let worker = Worker::spawn("test-worker", Doubler::default(), limits).unwrap();
         assert_eq!(runtime().block_on(worker.call(4, 10)).unwrap(), 8);
