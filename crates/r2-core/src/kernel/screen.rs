@@ -146,10 +146,16 @@ impl Packed {
             }
         };
         // One tile of queries at a time, transposed k-major (`xt[k·tile + q]`), zeros past the end.
-        scratch.clear();
-        scratch.resize(dim * tile, 0.0);
         for (xs, out) in xs.chunks(tile * dim).zip(out.chunks_mut(tile * padded)) {
             let q_n = xs.len() / dim;
+            if q_n == 1 {
+                // The GEMV: a tile would also compute `tile - 1` queries of zeros.
+                scratch.clear();
+                scratch.extend(xs.iter().map(|&v| v as f32));
+                self.gemv(scratch, out);
+                continue;
+            }
+            scratch.resize(dim * tile, 0.0);
             transpose(xs, dim, tile, scratch);
             match self.isa {
                 #[cfg(target_arch = "x86_64")]
