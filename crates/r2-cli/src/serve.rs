@@ -138,7 +138,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    logging::init(args.log_format, true);
+    let _flushed = logging::init_server(args.log_format);
     let api_key = match args.api_key {
         Some(key) => Some(key),
         None => std::env::var(r2_serve::API_KEY_ENV).ok(),
@@ -217,6 +217,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         let address = listener.local_addr()?;
         // Printed as it is, whatever the log format: the first line says where to connect.
+        logging::flush();
         eprintln!(
             "r2 serve: listening on http://{address} ({})",
             summary(&state)
@@ -271,6 +272,7 @@ async fn shutdown(drain_timeout: Duration) {
     tokio::spawn(async {
         r2_serve::shutdown_signal().await;
         tracing::info!("r2 serve: stopped without waiting");
+        logging::flush();
         std::process::exit(130);
     });
 }

@@ -1,8 +1,10 @@
-//! Embeddings as callers send them in JSON: an array of numbers, parsed correctly rounded and
-//! about five times faster than `serde_json`'s own float parsing, or a string holding the base64
-//! of little-endian float32 values (OpenAI's `encoding_format: "base64"` convention), which skips
-//! number parsing altogether. `r2 route --embeddings` and `/v1/route` read embeddings through
-//! [`Vector`].
+//! Embeddings as callers send them in JSON: an array of numbers, parsed correctly rounded in one
+//! pass (`vector/decimal.rs`), much faster than `serde_json`'s own float parsing, or a string
+//! holding the base64 of little-endian float32 values (OpenAI's `encoding_format: "base64"`
+//! convention), which skips number parsing altogether. `r2 route --embeddings` and `/v1/route`
+//! read embeddings through [`Vector`].
+
+mod decimal;
 
 use std::ops::Range;
 
@@ -111,14 +113,26 @@ pub fn field_range(json: &str, key: &str) -> Option<Range<usize>> {
 /// The index after the string starting at `at` (a `"`).
 fn skip_string(b: &[u8], mut at: usize) -> Option<usize> {
     at += 1;
-    while at < b.len() {
-        match b[at] {
+    loop {
+        while let Some(eight) = b.get(at..at + 8) {
+            let eight = u64::from_le_bytes(eight.try_into().ok()?);
+            if has_byte(eight, b'"') || has_byte(eight, b'\\') {
+                break;
+            }
+            at += 8;
+        }
+        match b.get(at)? {
             b'"' => return Some(at + 1),
             b'\\' => at += 2,
             _ => at += 1,
         }
     }
-    None
+}
+
+/// Whether one of the eight bytes of `eight` is `byte`.
+fn has_byte(eight: u64, byte: u8) -> bool {
+    let x = eight ^ (0x0101_0101_0101_0101 * u64::from(byte));
+    x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080 != 0
 }
 
 /// The index after the value starting at `at`: a string, or anything up to the `,`, `}` or `]`
@@ -210,8 +224,16 @@ pub fn parse(json: &str) -> Result<Vec<f64>, String> {
     match json.as_bytes().first() {
         Some(b'[') => numbers(json),
         Some(b'"') => {
-            let text: String = serde_json::from_str(json).map_err(|e| e.to_string())?;
-            base64_f32(&text)
+            let plain = json[1..]
+                .strip_suffix('"')
+                .filter(|text| !text.contains('\\'));
+            match plain {
+                Some(text) => base64_f32(text),
+                None => {
+                    let text: String = serde_json::from_str(json).map_err(|e| e.to_string())?;
+                    base64_f32(&text)
+                }
+            }
         }
         _ => Err("an embedding is an array of numbers or a base64 string of float32 values".into()),
     }
@@ -227,7 +249,7 @@ fn numbers(json: &str) -> Result<Vec<f64>, String> {
 }
 
 /// The numbers of the JSON array starting at `start` (a `[`), and the index after its `]`. One
-/// pass: each number is parsed by fast-float2 where it stands, and checked against JSON's number
+/// pass: each number is parsed where it stands ([`decimal::parse_number`]), in JSON's number
 /// syntax (no `+`, `inf`, `.5`, `1.`, `01`).
 fn numbers_at(b: &[u8], start: usize) -> Result<(Vec<f64>, usize), String> {
     let not_a_number = |i: usize| format!("embedding value {i} is not a number");
@@ -244,19 +266,8 @@ fn numbers_at(b: &[u8], start: usize) -> Result<(Vec<f64>, usize), String> {
     }
     loop {
         space(&mut at);
-        let rest = &b[at.min(b.len())..];
-        let digits_at = usize::from(rest.first() == Some(&b'-'));
-        let first = rest.get(digits_at).copied().unwrap_or(b' ');
-        if !first.is_ascii_digit()
-            || (first == b'0' && rest.get(digits_at + 1).is_some_and(u8::is_ascii_digit))
-        {
-            return Err(not_a_number(values.len() + 1));
-        }
-        let (value, used) = fast_float2::parse_partial::<f64, _>(rest)
-            .map_err(|_| not_a_number(values.len() + 1))?;
-        if rest[used - 1] == b'.' {
-            return Err(not_a_number(values.len() + 1));
-        }
+        let (value, used) = decimal::parse_number(&b[at.min(b.len())..])
+            .ok_or_else(|| not_a_number(values.len() + 1))?;
         values.push(value);
         at += used;
         space(&mut at);
@@ -270,12 +281,10 @@ fn numbers_at(b: &[u8], start: usize) -> Result<(Vec<f64>, usize), String> {
 
 /// Little-endian float32 values from base64 (standard alphabet, padding optional).
 pub fn base64_f32(text: &str) -> Result<Vec<f64>, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim_end_matches('='))
-        .or_else(|_| {
-            base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim_end_matches('='))
-        })
-        .map_err(|e| format!("the embedding string is not base64: {e}"))?;
+    let bytes = match decode_base64(text.trim_end_matches('=').as_bytes()) {
+        Some(bytes) => bytes,
+        None => decode_base64_or_say_why(text)?,
+    };
     if bytes.len() % 4 != 0 {
         return Err(format!(
             "the base64 embedding has {} bytes, not a whole number of float32 values (4 bytes each)",
@@ -286,6 +295,66 @@ pub fn base64_f32(text: &str) -> Result<Vec<f64>, String> {
         .chunks_exact(4)
         .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
         .collect())
+}
+
+/// The value of each character of the standard base64 alphabet; `INVALID` for the others.
+const BASE64_VALUES: [u8; 256] = {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut values = [INVALID; 256];
+    let mut i = 0;
+    while i < 64 {
+        values[alphabet[i] as usize] = i as u8;
+        i += 1;
+    }
+    values
+};
+const INVALID: u8 = 0xFF;
+
+/// The bytes of unpadded standard base64 whose unused last bits are zero (what the `base64`
+/// crate accepts); `None` for anything else.
+fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
+    let value = |c: u8| u32::from(BASE64_VALUES[usize::from(c)]);
+    let (quads, tail) = text.split_at(text.len() / 4 * 4);
+    let tail_bytes = match tail.len() {
+        0 => 0,
+        1 => return None,
+        n => n - 1,
+    };
+    let mut bytes = vec![0u8; quads.len() / 4 * 3 + tail_bytes];
+    let mut invalid = 0;
+    for (quad, out) in quads.chunks_exact(4).zip(bytes.chunks_exact_mut(3)) {
+        let (a, b, c, d) = (
+            value(quad[0]),
+            value(quad[1]),
+            value(quad[2]),
+            value(quad[3]),
+        );
+        invalid |= a | b | c | d;
+        let n = a << 18 | b << 12 | c << 6 | d;
+        out.copy_from_slice(&n.to_be_bytes()[1..]);
+    }
+    let mut n = 0;
+    for (i, &c) in tail.iter().enumerate() {
+        invalid |= value(c);
+        n |= value(c) << (18 - 6 * i);
+    }
+    let unused_bits = n & ((1 << (24 - 8 * tail_bytes)) - 1);
+    if invalid == u32::from(INVALID) || unused_bits != 0 {
+        return None;
+    }
+    let at = bytes.len() - tail_bytes;
+    bytes[at..].copy_from_slice(&n.to_be_bytes()[1..1 + tail_bytes]);
+    Some(bytes)
+}
+
+/// The `base64` crate's reading of `text` (padded or not), or why it is not base64.
+fn decode_base64_or_say_why(text: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim_end_matches('='))
+        .or_else(|_| {
+            base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim_end_matches('='))
+        })
+        .map_err(|e| format!("the embedding string is not base64: {e}"))
 }
 
 /// The base64 text of `values` as little-endian float32 (what [`base64_f32`] reads).
@@ -397,6 +466,61 @@ mod tests {
         assert_eq!(got, values.map(f64::from));
         let unpadded = text.trim_end_matches('=');
         assert_eq!(base64_f32(unpadded).unwrap(), got);
+    }
+
+    #[test]
+    fn base64_is_read_as_the_base64_crate_reads_it() {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let mut seed = 7u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as u8
+        };
+        for len in 0..200 {
+            let bytes: Vec<u8> = (0..len).map(|_| next()).collect();
+            let text = engine.encode(&bytes);
+            assert_eq!(
+                decode_base64(text.trim_end_matches('=').as_bytes()),
+                Some(bytes)
+            );
+            // One character changed, to anything: the two readings agree.
+            for _ in 0..20 {
+                let mut broken = text.clone().into_bytes();
+                if broken.is_empty() {
+                    break;
+                }
+                let at = usize::from(next()) % broken.len();
+                broken[at] = next() & 0x7f;
+                let Ok(broken) = String::from_utf8(broken) else {
+                    continue;
+                };
+                let unpadded = broken.trim_end_matches('=');
+                let want = decode_base64_or_say_why(&broken).ok();
+                assert_eq!(decode_base64(unpadded.as_bytes()), want, "{broken}");
+            }
+        }
+        for bad in ["A", "AB", "ABC", "AAAAA", "A===", "AB@=", "AAAA AAA"] {
+            assert_eq!(
+                decode_base64(bad.trim_end_matches('=').as_bytes()),
+                decode_base64_or_say_why(bad).ok(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn strings_are_skipped_past_escapes() {
+        for (json, end) in [
+            (r#""""#, 2),
+            (r#""abc" x"#, 5),
+            (r#""a\"b" x"#, 6),
+            (r#""0123456789abcdef\\" x"#, 20),
+            (r#""0123456789\"abcdefgh" x"#, 22),
+        ] {
+            assert_eq!(skip_string(json.as_bytes(), 0), Some(end), "{json}");
+        }
+        assert_eq!(skip_string(br#""0123456789abcdef"#, 0), None);
+        assert_eq!(skip_string(br#""01234567\"#, 0), None);
     }
 
     #[test]

@@ -147,10 +147,16 @@ impl Packed {
         };
         // One tile of queries at a time, in float32 rows `stride` apart, zeros past the end.
         let stride = tile_stride(dim);
-        scratch.clear();
-        scratch.resize(stride * tile, 0.0);
         for (xs, out) in xs.chunks(tile * dim).zip(out.chunks_mut(tile * padded)) {
             let q_n = xs.len() / dim;
+            if q_n == 1 {
+                // The GEMV: a tile would also compute `tile - 1` queries of zeros.
+                scratch.clear();
+                scratch.extend(xs.iter().map(|&v| v as f32));
+                self.gemv(scratch, out);
+                continue;
+            }
+            scratch.resize(stride * tile, 0.0);
             narrow_rows(xs, dim, stride, tile, scratch);
             match self.isa {
                 #[cfg(target_arch = "x86_64")]
