@@ -420,9 +420,15 @@ mod tests {
         assert_eq!(rt.block_on(worker.call(1, 1)).unwrap(), 2);
         let started = Instant::now();
         assert_eq!(staggered(&worker, &[2], Duration::ZERO), [4]);
-        assert!(started.elapsed() < Duration::from_secs(1), "a lone call waited");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a lone call waited"
+        );
         // Two calls 50 ms apart after a lone batch: the first does not wait for the second.
-        assert_eq!(staggered(&worker, &[3, 4], Duration::from_millis(50)), [6, 8]);
+        assert_eq!(
+            staggered(&worker, &[3, 4], Duration::from_millis(50)),
+            [6, 8]
+        );
         assert_eq!(batches.lock().unwrap()[2..], [vec![3], vec![4]]);
     }
 
@@ -465,7 +471,10 @@ mod tests {
             }
         });
         // The last batch had two callers: two calls 100 ms apart are gathered into one batch.
-        assert_eq!(staggered(&worker, &[4, 5], Duration::from_millis(100)), [8, 10]);
+        assert_eq!(
+            staggered(&worker, &[4, 5], Duration::from_millis(100)),
+            [8, 10]
+        );
         let batches = batches.lock().unwrap().clone();
         assert_eq!(batches, [vec![1], vec![2, 3], vec![4, 5]]);
     }
