@@ -434,42 +434,17 @@ mod tests {
 
     #[test]
     fn two_callers_after_a_shared_batch_share_the_next_one_though_they_arrive_apart() {
-        let (started, started_rx) = std::sync::mpsc::channel();
-        let doubler = Doubler {
-            started: Some(started),
-            hold: Arc::new(AtomicBool::new(true)),
-            ..Doubler::default()
-        };
-        let (batches, hold) = (doubler.batches.clone(), doubler.hold.clone());
         let limits = Limits {
             gather_wait: Duration::from_secs(2),
             ..WIDE
         };
-        let worker = Arc::new(Worker::spawn("test-worker", doubler, limits).unwrap());
+        let (worker, batches, hold, started_rx) = held_worker(limits);
         // A batch of [1] holds the worker while 2 and 3 queue: they share the next batch.
-        let rt = runtime();
-        rt.block_on(async {
-            let first = {
-                let worker = worker.clone();
-                tokio::spawn(async move { worker.call(1, 1).await })
-            };
-            tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
-                .await
-                .unwrap();
-            let rest: Vec<_> = [2, 3]
-                .into_iter()
-                .map(|v| {
-                    let worker = worker.clone();
-                    tokio::spawn(async move { worker.call(v, 1).await })
-                })
-                .collect();
-            tokio::task::yield_now().await;
-            hold.store(false, Ordering::SeqCst);
-            first.await.unwrap().unwrap();
-            for t in rest {
-                t.await.unwrap().unwrap();
-            }
-        });
+        let answers = hold_then_queue(&worker, &hold, started_rx, &[2, 3]);
+        assert_eq!(
+            answers.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            [4, 6]
+        );
         // The last batch had two callers: two calls 100 ms apart are gathered into one batch.
         assert_eq!(
             staggered(&worker, &[4, 5], Duration::from_millis(100)),
@@ -492,9 +467,17 @@ mod tests {
         assert_eq!(worker.queued.load(Ordering::SeqCst), 0);
     }
 
-    /// Holds the worker in a first batch of `[1]` while `calls` are queued, then lets it go;
-    /// returns the answers and the batches run.
-    fn gather(limits: Limits, calls: &[u32]) -> (Vec<Result<u32>>, Vec<Vec<u32>>) {
+    /// A worker whose batches are held until `hold` is cleared, with its recorded batches, the flag,
+    /// and a channel that says when a batch started.
+    #[allow(clippy::type_complexity)]
+    fn held_worker(
+        limits: Limits,
+    ) -> (
+        Arc<Worker<Doubler>>,
+        Arc<Mutex<Vec<Vec<u32>>>>,
+        Arc<AtomicBool>,
+        std::sync::mpsc::Receiver<()>,
+    ) {
         let (started, started_rx) = std::sync::mpsc::channel();
         let doubler = Doubler {
             started: Some(started),
@@ -503,8 +486,19 @@ mod tests {
         };
         let (batches, hold) = (doubler.batches.clone(), doubler.hold.clone());
         let worker = Arc::new(Worker::spawn("test-worker", doubler, limits).unwrap());
+        (worker, batches, hold, started_rx)
+    }
+
+    /// Holds `worker` in a first batch of `[1]` while `calls` are queued, then lets it go; returns
+    /// the answers to `calls`.
+    fn hold_then_queue(
+        worker: &Arc<Worker<Doubler>>,
+        hold: &Arc<AtomicBool>,
+        started_rx: std::sync::mpsc::Receiver<()>,
+        calls: &[u32],
+    ) -> Vec<Result<u32>> {
         let rt = runtime();
-        let answers = rt.block_on(async {
+        rt.block_on(async {
             let first = {
                 let worker = worker.clone();
                 tokio::spawn(async move { worker.call(1, 1).await })
@@ -528,7 +522,13 @@ mod tests {
                 answers.push(t.await.unwrap());
             }
             answers
-        });
+        })
+    }
+
+    /// [`hold_then_queue`] on a new worker with `limits`; returns the answers and the batches run.
+    fn gather(limits: Limits, calls: &[u32]) -> (Vec<Result<u32>>, Vec<Vec<u32>>) {
+        let (worker, batches, hold, started_rx) = held_worker(limits);
+        let answers = hold_then_queue(&worker, &hold, started_rx, calls);
         let batches = batches.lock().unwrap().clone();
         (answers, batches)
     }
