@@ -413,6 +413,11 @@ impl Router {
                 dim: self.dim,
             });
         }
+        if let [tokens] = input_tokens {
+            // One query takes the single-query path: its GEMV reads the bfloat16 screen where
+            // the CPU has one (half the bytes), instead of a tile of mostly zeros.
+            return self.route(embeddings, *tokens, params).map(|d| vec![d]);
+        }
         // Each thread checks its own queries as it routes them (`route_range`); the parts are
         // joined in order, so the error reported is still the first bad query's.
         let check_and_route = |first: usize, xs: &[f64], tokens: &[u64]| {

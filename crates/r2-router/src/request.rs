@@ -152,8 +152,8 @@ impl R2Router {
 
     /// Routes embeddings held back to back (`input_tokens.len()` of them, each
     /// [`r2_core::Router::dim`] long) with `plan`: the screened batch path (on `plan.threads`
-    /// threads from [`PARALLEL_THRESHOLD`] queries; one query takes [`r2_core::Router::route`]),
-    /// or with interpolated budgets the exact path query by query. On a query that cannot be routed, the decisions before it are kept.
+    /// threads from [`PARALLEL_THRESHOLD`] queries), or with interpolated budgets the exact path
+    /// query by query. On a query that cannot be routed, the decisions before it are kept.
     pub fn route_embeddings(
         &self,
         embeddings: &[f64],
@@ -189,20 +189,6 @@ impl R2Router {
             return Routed {
                 decisions,
                 failed: None,
-            };
-        }
-        if let ([tokens], true) = (input_tokens, embeddings.len() == dim) {
-            // The single-query path: on CPUs with AVX-512 BF16 its GEMV reads bfloat16 weights,
-            // half the bytes of the batch path's float32.
-            return match router.route(embeddings, *tokens, &plan.params) {
-                Ok(decision) => Routed {
-                    decisions: vec![decision],
-                    failed: None,
-                },
-                Err(e) => Routed {
-                    decisions: Vec::new(),
-                    failed: Some(Error::Core(e)),
-                },
             };
         }
         let threads = if input_tokens.len() >= PARALLEL_THRESHOLD {

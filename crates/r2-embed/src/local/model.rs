@@ -259,7 +259,6 @@ impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = match &self.weight {
             LinearWeight::Packed(w) => {
-                let x = x.contiguous()?;
                 let (rows, inp) = x.dims2()?;
                 if inp != w.in_features() {
                     candle_core::bail!(
@@ -267,7 +266,7 @@ impl Linear {
                         w.in_features()
                     );
                 }
-                let y = with_values(&x, |x| w.matmul(x, rows))?;
+                let y = with_values(x, |x| w.matmul(x, rows))?;
                 Tensor::from_vec(y, (rows, w.out_features()), &Device::Cpu)?
             }
             // With few rows, gemm is more than twice as fast computing `(W · xᵀ)ᵀ` (the weight as
