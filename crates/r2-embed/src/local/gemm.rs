@@ -29,6 +29,9 @@ const ROWS: usize = 12;
 /// Products with fewer multiply-adds than this run on the calling thread alone.
 const PARALLEL_MIN_FLOPS: usize = 1 << 20;
 
+/// Inputs of fewer values than this are regrouped on the calling thread alone.
+const PARALLEL_MIN_COPY: usize = 1 << 16;
+
 /// Whether this CPU runs the packed kernel (AVX-512F); elsewhere the model keeps candle's matmul.
 pub(crate) fn kernel_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -267,15 +270,25 @@ fn tiles(rows: usize) -> impl Iterator<Item = (usize, usize)> {
 /// share cache sets, and a tile's rows then evict each other).
 fn interleave_tiles(x: &[f32], rows: usize, inp: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(rows * inp);
-    let slots = &mut out.spare_capacity_mut()[..rows * inp];
+    let mut slots = &mut out.spare_capacity_mut()[..rows * inp];
+    let mut tile_slots = Vec::with_capacity(rows.div_ceil(ROWS));
     for (r0, n) in tiles(rows) {
-        let tile = &mut slots[r0 * inp..(r0 + n) * inp];
+        let (tile, rest) = slots.split_at_mut(n * inp);
+        tile_slots.push((r0, n, tile));
+        slots = rest;
+    }
+    let interleave = |(r0, n, tile): (usize, usize, &mut [std::mem::MaybeUninit<f32>])| {
         for r in 0..n {
             let row = &x[(r0 + r) * inp..(r0 + r + 1) * inp];
             for (k, &v) in row.iter().enumerate() {
                 tile[k * n + r].write(v);
             }
         }
+    };
+    if rows * inp < PARALLEL_MIN_COPY {
+        tile_slots.into_iter().for_each(interleave);
+    } else {
+        tile_slots.into_par_iter().for_each(interleave);
     }
     // SAFETY: the tiles cover all `rows × inp` slots, and each slot was written above.
     unsafe { out.set_len(rows * inp) };
@@ -411,6 +424,24 @@ mod avx512 {
         __mmask16,
     );
 
+    /// `a[0] += x · w0` and `a[1] += x · w1` (fused) for the float32 at `x`, which the multiply-adds
+    /// broadcast from memory themselves: a separate broadcast into a register would compete with
+    /// the weights' widening for the same vector ports.
+    macro_rules! fma_broadcast {
+        ($a:expr, $w0:expr, $w1:expr, $x:expr) => {
+            std::arch::asm!(
+                "vfmadd231ps {a0}, {w0}, dword ptr [{x}]{{1to16}}",
+                "vfmadd231ps {a1}, {w1}, dword ptr [{x}]{{1to16}}",
+                a0 = inout(zmm_reg) $a[0],
+                a1 = inout(zmm_reg) $a[1],
+                w0 = in(zmm_reg) $w0,
+                w1 = in(zmm_reg) $w1,
+                x = in(reg) $x,
+                options(pure, readonly, nostack, preserves_flags),
+            )
+        };
+    }
+
     #[inline(always)]
     unsafe fn load<const R: usize>(
         y: *mut f32,
@@ -453,9 +484,7 @@ mod avx512 {
             let w0 = _mm512_loadu_ps(w.add(k * PANEL));
             let w1 = _mm512_loadu_ps(w.add(k * PANEL + 16));
             for (r, a) in acc.iter_mut().enumerate() {
-                let xr = _mm512_set1_ps(*x.add(k * R + r));
-                a[0] = _mm512_fmadd_ps(xr, w0, a[0]);
-                a[1] = _mm512_fmadd_ps(xr, w1, a[1]);
+                fma_broadcast!(a, w0, w1, x.add(k * R + r));
             }
         }
         store::<R>(&acc, y, y_stride, lo, hi);
@@ -471,9 +500,7 @@ mod avx512 {
             let w0 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(pairs));
             let w1 = _mm512_castsi512_ps(_mm512_and_si512(pairs, high_halves));
             for (r, a) in acc.iter_mut().enumerate() {
-                let xr = _mm512_set1_ps(*x.add(k * R + r));
-                a[0] = _mm512_fmadd_ps(xr, w0, a[0]);
-                a[1] = _mm512_fmadd_ps(xr, w1, a[1]);
+                fma_broadcast!(a, w0, w1, x.add(k * R + r));
             }
         }
         store::<R>(&acc, y, y_stride, lo, hi);
