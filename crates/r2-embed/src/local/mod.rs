@@ -48,6 +48,7 @@
 //! (honouring `HF_HOME`, `HF_ENDPOINT`, `HF_HUB_OFFLINE`); [`LocalQwen3Embedder::from_dir`] loads
 //! one from a folder.
 
+mod attention;
 mod config;
 mod files;
 mod gemm;

@@ -5,34 +5,27 @@
 //! embedding, grouped-query attention with a causal mask) → residual, RMSNorm → SwiGLU MLP →
 //! residual; final RMSNorm. The embedding is the last token's hidden state, L2-normalised.
 //!
-//! Batches are left-padded. Each sequence's positions start at 0 at its first real token, padding
-//! keys are masked with −∞, and the last position is the real last token of every sequence, so a
-//! text gets the same vector alone or in a batch (up to float rounding).
+//! Batches are left-padded. Each sequence's positions start at 0 at its first real token, a row
+//! attends only to the real keys at or before it ([`super::attention`]), and the last position is
+//! the real last token of every sequence, so a text gets the same vector alone or in a batch (up
+//! to float rounding in the linear layers' kernel, which is bit-identical too on AVX-512).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::ops::{rms_norm, softmax_last_dim};
+use candle_nn::ops::rms_norm;
 
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::attention::{attention, key_row_len, Heads};
 use super::config::Qwen3Config;
 use super::files::{
     widen_into, with_capacity_prefaulted, zeroed_f32, SafetensorsFile, TensorEntry, WeightType,
 };
 use super::gemm::{kernel_available, PackedWeight, Packer};
 use crate::{Error, Result};
-
-/// Upper bound on the elements of one block of attention scores (`batch × heads × rows × keys`):
-/// 16 Mi floats, 64 MiB. Longer inputs are processed in blocks of query rows.
-const ATTENTION_BLOCK_ELEMENTS: usize = 1 << 24;
-
-/// Masks of all blocks are computed once per forward pass and shared by the layers when they hold
-/// at most this many elements (`batch × length²`); beyond, each layer rebuilds them block by block.
-const SHARED_MASK_ELEMENTS: usize = 1 << 24;
 
 /// Up to this many rows, [`Linear`] multiplies in the transposed form (measured on AVX2 with
 /// candle 0.9's gemm: 94 against 31 GFLOPS for 8 × 1024 × 4096, 168 against 111 for 64 rows, 111
@@ -401,53 +394,12 @@ fn swiglu(gate_up: &Tensor, inter: usize) -> candle_core::Result<Tensor> {
     Tensor::from_vec(out, (rows, inter), &Device::Cpu)
 }
 
-/// One block of query rows and its additive mask `[batch, 1, 1, rows, keys]`.
-#[derive(Clone)]
-struct MaskBlock {
-    /// First row of the block, relative to the first query row of the layer.
-    start: usize,
-    rows: usize,
-    mask: Tensor,
-}
-
-/// Where the sequences of a left-padded batch start, and the block plan of its attention.
+/// Where the sequences of a left-padded batch start.
 struct BatchShape {
     batch: usize,
     len: usize,
     /// Padding tokens in front of each sequence.
     pads: Vec<usize>,
-}
-
-impl BatchShape {
-    /// Masks for query rows `first_row..len`, in blocks of at most `block_rows` rows.
-    ///
-    /// Key `j` is visible from row `i` when it is a real token at or before `i`. A padding row sees
-    /// only itself, so its softmax stays finite and no NaN can reach the real rows through the
-    /// values of later layers.
-    fn masks(&self, first_row: usize, block_rows: usize) -> candle_core::Result<Vec<MaskBlock>> {
-        let rows_total = self.len - first_row;
-        let mut blocks = Vec::new();
-        let mut start = 0;
-        while start < rows_total {
-            let rows = block_rows.min(rows_total - start);
-            let mut data = vec![f32::NEG_INFINITY; self.batch * rows * self.len];
-            for (b, &pad) in self.pads.iter().enumerate() {
-                for r in 0..rows {
-                    let i = first_row + start + r;
-                    let row = &mut data[(b * rows + r) * self.len..][..self.len];
-                    if i >= pad {
-                        row[pad..=i].fill(0.0);
-                    } else {
-                        row[i] = 0.0;
-                    }
-                }
-            }
-            let mask = Tensor::from_vec(data, (self.batch, 1, 1, rows, self.len), &Device::Cpu)?;
-            blocks.push(MaskBlock { start, rows, mask });
-            start += rows;
-        }
-        Ok(blocks)
-    }
 }
 
 /// A loaded Qwen3 network (float32, CPU).
@@ -457,10 +409,6 @@ pub(crate) struct Qwen3Model {
     layers: Vec<Layer>,
     norm: Tensor,
     rope: RopeTable,
-    /// [`ATTENTION_BLOCK_ELEMENTS`] and [`SHARED_MASK_ELEMENTS`], lowered by tests to exercise the
-    /// paths of long inputs on short ones.
-    attention_block_elements: usize,
-    shared_mask_elements: usize,
 }
 
 impl Qwen3Model {
@@ -589,8 +537,6 @@ impl Qwen3Model {
             layers,
             norm,
             rope,
-            attention_block_elements: ATTENTION_BLOCK_ELEMENTS,
-            shared_mask_elements: SHARED_MASK_ELEMENTS,
         })
     }
 
@@ -634,14 +580,6 @@ impl Qwen3Model {
         self.rope.ensure(len);
 
         let shape = BatchShape { batch, len, pads };
-        let block_rows = (self.attention_block_elements
-            / (batch * self.cfg.num_attention_heads * len))
-            .clamp(1, len);
-        let shared_masks = if batch * len * len <= self.shared_mask_elements {
-            Some(shape.masks(0, block_rows)?)
-        } else {
-            None
-        };
 
         let mut x = self
             .embed_tokens
@@ -651,11 +589,7 @@ impl Qwen3Model {
         for (l, layer) in self.layers.iter().enumerate() {
             // Only the last token is pooled, so the last layer needs only the last query row.
             let first_row = if l == last { len - 1 } else { 0 };
-            let masks: Cow<'_, [MaskBlock]> = match (&shared_masks, first_row) {
-                (Some(m), 0) => Cow::Borrowed(m),
-                _ => Cow::Owned(shape.masks(first_row, block_rows)?),
-            };
-            x = self.layer(layer, &x, &shape, first_row, &masks)?;
+            x = self.layer(layer, &x, &shape, first_row)?;
         }
         let x = rms_norm(&x, &self.norm, eps)?;
         debug_assert_eq!(x.dims(), &[batch, h]);
@@ -670,15 +604,15 @@ impl Qwen3Model {
 
     /// Splits the q/k/v projections `qkv` (`[batch × len, (nh + 2·nkv) · d]`) into heads: q
     /// (rows `first_row..len` only, RMS-normed, rotated and scaled by `1/√d`) as `[b, nh, tq, d]`, k
-    /// (normed and rotated) and v as `[b, nkv, len, d]`. A token's position counts from its
-    /// sequence's first real token; padding sits at position 0.
+    /// (normed and rotated) transposed as `[b, nkv, d, key_row_len(len)]`, and v as `[b, nkv, len, d]`. A token's
+    /// position counts from its sequence's first real token; padding sits at position 0.
     fn split_heads(
         &self,
         layer: &Layer,
         qkv: &Tensor,
         shape: &BatchShape,
         first_row: usize,
-    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    ) -> candle_core::Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
         let cfg = &self.cfg;
         let (b, t) = (shape.batch, shape.len);
         let tq = t - first_row;
@@ -696,7 +630,7 @@ impl Qwen3Model {
             (&rope.cos[p..p + half], &rope.sin[p..p + half])
         };
         let scale = 1.0 / (d as f32).sqrt();
-        let (q, k, v) = with_values(qkv, |qkv| {
+        with_values(qkv, |qkv| {
             let row =
                 |seq: usize, i: usize, column: usize| &qkv[(seq * t + i) * width + column..][..d];
             let mut q = vec![0f32; b * nh * tq * d];
@@ -709,28 +643,27 @@ impl Qwen3Model {
                     norm_rope(src, &layer.q_norm, eps, cos, sin, scale, out);
                 }
             });
-            let mut k = vec![0f32; b * nkv * t * d];
+            let key_row = key_row_len(t);
+            let mut k = vec![0f32; b * nkv * key_row * d];
             let mut v = vec![0f32; b * nkv * t * d];
-            k.par_chunks_mut(t * d)
+            k.par_chunks_mut(key_row * d)
                 .zip(v.par_chunks_mut(t * d))
                 .enumerate()
                 .for_each(|(sh, (k, v))| {
                     let (seq, head) = (sh / nkv, sh % nkv);
-                    for (i, (k, v)) in k.chunks_exact_mut(d).zip(v.chunks_exact_mut(d)).enumerate()
-                    {
+                    let mut key = vec![0f32; d];
+                    for (i, v) in v.chunks_exact_mut(d).enumerate() {
                         let (cos, sin) = at(seq, i);
                         let src = row(seq, i, (nh + head) * d);
-                        norm_rope(src, &layer.k_norm, eps, cos, sin, 1.0, k);
+                        norm_rope(src, &layer.k_norm, eps, cos, sin, 1.0, &mut key);
+                        for (c, &kc) in key.iter().enumerate() {
+                            k[c * key_row + i] = kc;
+                        }
                         v.copy_from_slice(row(seq, i, (nh + nkv + head) * d));
                     }
                 });
             (q, k, v)
-        })?;
-        Ok((
-            Tensor::from_vec(q, (b, nh, tq, d), &Device::Cpu)?,
-            Tensor::from_vec(k, (b, nkv, t, d), &Device::Cpu)?,
-            Tensor::from_vec(v, (b, nkv, t, d), &Device::Cpu)?,
-        ))
+        })
     }
 
     /// One decoder layer on `x` (`[batch × len, hidden]`); returns the rows `first_row..len` of
@@ -741,48 +674,29 @@ impl Qwen3Model {
         x: &Tensor,
         shape: &BatchShape,
         first_row: usize,
-        masks: &[MaskBlock],
     ) -> candle_core::Result<Tensor> {
         let cfg = &self.cfg;
         let (b, t) = (shape.batch, shape.len);
         let tq = t - first_row;
         let (h, d, inter) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
-        let (nh, nkv, g) = (
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            cfg.group_size(),
-        );
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         let eps = cfg.rms_norm_eps as f32;
 
         let normed = rms_norm(x, &layer.input_norm, eps)?;
         let qkv = layer.qkv.forward(&normed)?;
 
         let (q, k, v) = self.split_heads(layer, &qkv, shape, first_row)?;
-        let k_t = k.t()?; // [b, nkv, d, t]
-
-        // Grouped-query attention without copying keys and values: query head `kv * g + j` uses
-        // key/value head `kv`, so the heads of a group are stacked as extra rows.
-        let mut outputs = Vec::with_capacity(masks.len());
-        for block in masks {
-            let n = block.rows;
-            let qb = if n == tq {
-                q.clone()
-            } else {
-                q.narrow(2, block.start, n)?.contiguous()?
-            };
-            let scores = qb.reshape((b, nkv, g * n, d))?.matmul(&k_t)?;
-            let scores = scores
-                .reshape((b, nkv, g, n, t))?
-                .broadcast_add(&block.mask)?;
-            let probs = softmax_last_dim(&scores)?.reshape((b, nkv, g * n, t))?;
-            outputs.push(probs.matmul(&v)?.reshape((b, nh, n, d))?);
-        }
-        let attn = if outputs.len() == 1 {
-            outputs.pop().expect("one block")
-        } else {
-            Tensor::cat(&outputs, 2)?
+        let heads = Heads {
+            batch: b,
+            len: t,
+            first_row,
+            pads: &shape.pads,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: d,
         };
-        let attn = attn.transpose(1, 2)?.reshape((b * tq, nh * d))?;
+        let attn = attention(&heads, &q, &k, &v);
+        let attn = Tensor::from_vec(attn, (b * tq, nh * d), &Device::Cpu)?;
         let attn = layer.o.forward(&attn)?;
 
         let residual = if first_row == 0 {
@@ -819,29 +733,6 @@ mod tests {
             .zip(b.iter().flatten())
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f32::max)
-    }
-
-    #[test]
-    fn attention_in_blocks_and_unshared_masks_give_the_same_vectors() {
-        let mut model = tiny();
-        let seqs: Vec<Vec<u32>> = vec![
-            (0..45).map(|i| 3 + i % 400).collect(),
-            vec![7, 8, 9],
-            (0..30).map(|i| 100 + i).collect(),
-        ];
-        let batch: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
-        let reference = model.embed(&batch).unwrap();
-
-        // Blocks of 7 query rows (3 texts × 4 heads × 7 rows × 45 keys), masks rebuilt per layer.
-        model.attention_block_elements = 3 * 4 * 7 * 45;
-        model.shared_mask_elements = 0;
-        let blocked = model.embed(&batch).unwrap();
-        assert!(max_abs_diff(&reference, &blocked) <= 1e-6);
-
-        // One query row per block.
-        model.attention_block_elements = 1;
-        let rows = model.embed(&batch).unwrap();
-        assert!(max_abs_diff(&reference, &rows) <= 1e-6);
     }
 
     #[test]
