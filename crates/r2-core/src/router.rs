@@ -670,8 +670,10 @@ impl Router {
         let padded = self.packed.padded_heads();
         let mut screen = Screen::new(self);
         let mut decisions = Vec::with_capacity(input_tokens.len());
-        let mut approx = vec![0.0f32; SCREEN_BLOCK.min(input_tokens.len()) * padded];
-        let mut scratch = Vec::new();
+        let block = SCREEN_BLOCK.min(input_tokens.len());
+        let mut approx = vec![0.0f32; block * padded];
+        let mut x_error = vec![0.0f64; block];
+        let (mut scratch, mut scratch_bf16) = (Vec::new(), Vec::new());
         for (block, (xs, tokens)) in embeddings
             .chunks(SCREEN_BLOCK * self.dim)
             .zip(input_tokens.chunks(SCREEN_BLOCK))
@@ -682,18 +684,22 @@ impl Router {
                 self.check_embedding(first + block * SCREEN_BLOCK + i, x)?;
             }
             let approx = &mut approx[..tokens.len() * padded];
+            let x_error = &mut x_error[..tokens.len()];
             // Row j of `approx` holds every head of query j (then the padding of the last panel).
-            // Always float32: the GEMM is bound by arithmetic, and bfloat16 dot products are no
-            // faster per element on the CPUs that have them, only less precise.
-            self.packed.gemm(xs, approx, &mut scratch);
-            for (j, ((x, &t), a)) in xs
+            match &self.bf16 {
+                Some(bf16) => bf16.gemm(xs, approx, x_error, &mut scratch_bf16),
+                None => self.packed.gemm(xs, approx, &mut scratch),
+            }
+            for (j, (((x, &t), a), &x_error)) in xs
                 .chunks_exact(self.dim)
                 .zip(tokens)
                 .zip(approx.chunks_exact(padded))
+                .zip(x_error.iter())
                 .enumerate()
             {
                 let query = first + block * SCREEN_BLOCK + j;
-                let decision = match screen.decide(&a[..heads], None, x, t, checked) {
+                let widen = self.bf16.as_ref().map(|bf16| (bf16.error(), x_error));
+                let decision = match screen.decide(&a[..heads], widen, x, t, checked) {
                     Some(choice) => Decision {
                         choice,
                         ranked: Vec::new(),

@@ -21,6 +21,9 @@ use super::screen::PANEL;
 /// Panels of the GEMV done together (4 panels × 2 accumulators = 8 chains).
 const GROUP: usize = 4;
 
+/// Queries per tile of the GEMM (2 panels × 12 queries = 24 accumulators of 32 registers).
+const TILE: usize = 12;
+
 /// bfloat16 bits of `v`: round to nearest even, values below the normal range to (signed) zero.
 pub(crate) fn bf16_bits(v: f32) -> u16 {
     let bits = v.to_bits();
@@ -121,6 +124,73 @@ impl Bf16Screen {
         };
         err
     }
+
+    /// The screen of `n = xs.len() / dim` queries (float64, row-major): `out[q·padded + h] ≈
+    /// w[h]·x_q` and `x_error[q] = ‖x_q − xb_q‖` (rounded up). `out` holds `n ×`
+    /// [`Bf16Screen::padded_heads`] floats, `x_error` `n`; `scratch` is reused between calls.
+    pub(crate) fn gemm(
+        &self,
+        xs: &[f64],
+        out: &mut [f32],
+        x_error: &mut [f64],
+        scratch: &mut Vec<u32>,
+    ) {
+        let dim = self.dim;
+        let n = xs.len() / dim;
+        let padded = self.padded_heads();
+        assert!(xs.len() == n * dim && out.len() == n * padded && x_error.len() == n);
+        // One tile of queries at a time, in rows of pairs `stride` words apart, zeros past the end.
+        let stride = tile_stride(self.pairs);
+        for ((xs, out), x_error) in xs
+            .chunks(TILE * dim)
+            .zip(out.chunks_mut(TILE * padded))
+            .zip(x_error.chunks_mut(TILE))
+        {
+            let q_n = xs.len() / dim;
+            if q_n == 1 {
+                // The GEMV: a tile would also compute `TILE - 1` queries of zeros.
+                x_error[0] = self.gemv(xs, scratch, out);
+                continue;
+            }
+            scratch.resize(stride * TILE, 0);
+            scratch[q_n * stride..].fill(0);
+            for ((row, x), e) in scratch
+                .chunks_exact_mut(stride)
+                .zip(xs.chunks_exact(dim))
+                .zip(x_error.iter_mut())
+            {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as in `gemv`; the row's first `pairs` words are `⌈dim / 2⌉`.
+                {
+                    *e = unsafe { x86::round_pairs(x, &mut row[..self.pairs]) };
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    *e = round_pairs(x, &mut row[..self.pairs]);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `gemv`; `scratch` holds `TILE` rows of `stride ≥ pairs` words, `out`
+            // room for `q_n ≤ TILE` rows of `padded` floats.
+            unsafe {
+                x86::gemm_tile(
+                    &self.data,
+                    self.pairs,
+                    self.panels,
+                    scratch,
+                    stride,
+                    q_n,
+                    out,
+                )
+            };
+        }
+    }
+}
+
+/// Words between the rows of a tile: `pairs` rounded up to 16, plus 16, so that the rows never lie
+/// a multiple of 4 KiB apart (they would share L1 sets and evict each other).
+fn tile_stride(pairs: usize) -> usize {
+    pairs.next_multiple_of(16) + 16
 }
 
 /// Rounds `x` to bfloat16 pairs into `dst` (zeros past the end of `x`) and returns `‖x − xb‖`,
@@ -168,7 +238,7 @@ mod x86 {
     //! panel.
     // Register tiles are indexed by (panel, query): index loops say what each register holds.
     #![allow(clippy::needless_range_loop)]
-    use super::{finish_error, round_pairs_from, GROUP, PANEL};
+    use super::{finish_error, round_pairs_from, GROUP, PANEL, TILE};
     use std::arch::x86_64::*;
 
     /// [`super::round_pairs`], 16 values at a time: the same words (round to nearest even,
@@ -292,6 +362,75 @@ mod x86 {
             );
         }
     }
+
+    /// One tile of `TILE` queries (`q_n` of them real) against every panel, two panels at a
+    /// time: 24 accumulators, one chain per (head, query) over all pairs.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn gemm_tile(
+        data: &[u32],
+        pairs: usize,
+        panels: usize,
+        xr: &[u32],
+        stride: usize,
+        q_n: usize,
+        out: &mut [f32],
+    ) {
+        debug_assert!(data.len() == panels * pairs * PANEL);
+        debug_assert!(xr.len() == stride * TILE && stride >= pairs && q_n <= TILE);
+        debug_assert!(out.len() >= q_n * panels * PANEL);
+        let mut p = 0;
+        while p < panels {
+            if p + 2 <= panels {
+                gemm_block::<2>(data, pairs, panels, p, xr, stride, q_n, out);
+                p += 2;
+            } else {
+                gemm_block::<1>(data, pairs, panels, p, xr, stride, q_n, out);
+                p += 1;
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_block<const G: usize>(
+        data: &[u32],
+        pairs: usize,
+        panels: usize,
+        first: usize,
+        xr: &[u32],
+        stride: usize,
+        q_n: usize,
+        out: &mut [f32],
+    ) {
+        let w = data.as_ptr().add(first * pairs * PANEL);
+        let x = xr.as_ptr();
+        let mut acc = [[_mm512_setzero_ps(); TILE]; G];
+        for i in 0..pairs {
+            let mut wv = [splat(0); G];
+            for g in 0..G {
+                // SAFETY: panel first + g, pair row i < pairs.
+                wv[g] = load(w.add((g * pairs + i) * PANEL));
+            }
+            for q in 0..TILE {
+                // SAFETY: xr holds TILE rows of stride ≥ pairs words.
+                let xq = splat(*x.add(q * stride + i));
+                for g in 0..G {
+                    acc[g][q] = _mm512_dpbf16_ps(acc[g][q], wv[g], xq);
+                }
+            }
+        }
+        let padded = panels * PANEL;
+        for q in 0..q_n {
+            for g in 0..G {
+                // SAFETY: out holds q_n rows of `padded` floats; panel first + g < panels.
+                _mm512_storeu_ps(
+                    out.as_mut_ptr().add(q * padded + (first + g) * PANEL),
+                    acc[g][q],
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -384,11 +523,16 @@ mod tests {
                     return; // no AVX-512 BF16 on this CPU
                 };
                 let padded = screen.padded_heads();
-                for n in [1, 3] {
+                for n in [1, 3, 12, 13, 25] {
                     let xs: Vec<f64> = (0..n * dim).map(|i| ((i as f64) * 0.37).cos()).collect();
+                    let mut all = vec![f32::NAN; n * padded];
+                    let mut all_error = vec![f64::NAN; n];
+                    screen.gemm(&xs, &mut all, &mut all_error, &mut Vec::new());
                     for (q, x) in xs.chunks_exact(dim).enumerate() {
                         let mut one = vec![f32::NAN; padded];
                         let ex = screen.gemv(x, &mut Vec::new(), &mut one);
+                        assert_eq!(ex, all_error[q], "dim {dim} n {n} q {q}");
+                        let tiled = &all[q * padded..(q + 1) * padded];
                         let x_norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
                         for (h, w) in coef.chunks_exact(dim).enumerate() {
                             let exact: f64 = w.iter().zip(x).map(|(&a, b)| f64::from(a) * b).sum();
@@ -402,15 +546,17 @@ mod tests {
                                 + d * x_norm
                                 + (w_norm + d) * ex
                                 + 1e-30;
-                            let got = one[h];
-                            let err = (f64::from(got) - exact).abs();
-                            assert!(
-                                err <= bound,
-                                "dim {dim} heads {heads} q {q} h {h}: {got} vs {exact} (bound {bound})"
-                            );
+                            for (kernel, got) in [("gemv", one[h]), ("gemm", tiled[h])] {
+                                let err = (f64::from(got) - exact).abs();
+                                assert!(
+                                    err <= bound,
+                                    "{kernel} dim {dim} heads {heads} n {n} q {q} h {h}: {got} vs {exact} (bound {bound})"
+                                );
+                            }
                         }
                         // Padding heads are zero.
                         assert!(one[heads..].iter().all(|&v| v == 0.0));
+                        assert!(tiled[heads..].iter().all(|&v| v == 0.0));
                     }
                 }
             }
