@@ -154,8 +154,8 @@ pub struct Router {
     /// And in bfloat16, when the CPU has AVX-512 BF16 (then the screen uses these).
     bf16: Option<kernel::Bf16Screen>,
     intercept: Vec<f64>,
-    /// Euclidean norm of each head's weights, for the error bound of the batch screen.
-    coef_norm: Vec<f64>,
+    /// The screen's error bound of every head.
+    error_terms: ErrorTerms,
     /// `budget · output price / 1e6` of every (model, limited budget), model-major.
     limited_cost: Vec<f64>,
 }
@@ -198,17 +198,9 @@ impl Router {
                 output_price_per_million: model.output_price_per_million,
             });
         }
-        let coef_norm = coef
-            .chunks_exact(dim)
-            .map(|row| {
-                row.iter()
-                    .map(|&w| f64::from(w) * f64::from(w))
-                    .sum::<f64>()
-                    .sqrt()
-            })
-            .collect();
         let packed = kernel::Packed::new(&coef, dim);
         let bf16 = kernel::Bf16Screen::new(&coef, dim);
+        let error_terms = ErrorTerms::new(&coef, &intercept, dim, bf16.as_ref().map(|b| b.error()));
         let limited_cost = infos
             .iter()
             .flat_map(|m| {
@@ -225,7 +217,7 @@ impl Router {
             bf16,
             coef,
             intercept,
-            coef_norm,
+            error_terms,
             limited_cost,
         })
     }
@@ -360,19 +352,19 @@ impl Router {
         }
         // Screen in float32, then settle the few options that could still win in float64.
         let mut approx = vec![0.0f32; self.packed.padded_heads()];
-        let widen = match &self.bf16 {
-            Some(bf16) => {
-                let x_error = bf16.gemv(embedding, &mut Vec::new(), &mut approx);
-                Some((bf16.error(), x_error))
-            }
+        let norms = match &self.bf16 {
+            Some(bf16) => bf16.gemv(embedding, &mut Vec::new(), &mut approx),
             None => {
                 let x32: Vec<f32> = embedding.iter().map(|&v| v as f32).collect();
                 self.packed.gemv(&x32, &mut approx);
-                None
+                kernel::QueryNorms {
+                    norm: kernel::norm(embedding),
+                    rounding: 0.0,
+                }
             }
         };
         let approx = &approx[..self.head_count()];
-        match Screen::new(self).decide(approx, widen, embedding, input_tokens, &checked) {
+        match Screen::new(self).decide(approx, norms, embedding, input_tokens, &checked) {
             Some(choice) => Ok(Decision {
                 choice,
                 ranked: Vec::new(),
@@ -672,39 +664,40 @@ impl Router {
         let mut decisions = Vec::with_capacity(input_tokens.len());
         let block = SCREEN_BLOCK.min(input_tokens.len());
         let mut approx = vec![0.0f32; block * padded];
-        let mut x_error = vec![0.0f64; block];
+        let mut norms = vec![kernel::QueryNorms::default(); block];
         let (mut scratch, mut scratch_bf16) = (Vec::new(), Vec::new());
         for (block, (xs, tokens)) in embeddings
             .chunks(SCREEN_BLOCK * self.dim)
             .zip(input_tokens.chunks(SCREEN_BLOCK))
             .enumerate()
         {
-            // Checked block by block, while the block is still in cache for the product below.
-            for (i, x) in xs.chunks_exact(self.dim).enumerate() {
-                self.check_embedding(first + block * SCREEN_BLOCK + i, x)?;
-            }
+            let first = first + block * SCREEN_BLOCK;
             let approx = &mut approx[..tokens.len() * padded];
-            let x_error = &mut x_error[..tokens.len()];
+            let norms = &mut norms[..tokens.len()];
             // Row j of `approx` holds every head of query j (then the padding of the last panel).
             match &self.bf16 {
-                Some(bf16) => bf16.gemm(xs, approx, x_error, &mut scratch_bf16),
-                None => self.packed.gemm(xs, approx, &mut scratch),
+                Some(bf16) => bf16.gemm(xs, approx, norms, &mut scratch_bf16),
+                None => self.packed.gemm(xs, approx, norms, &mut scratch),
             }
-            for (j, (((x, &t), a), &x_error)) in xs
+            // A finite norm means every value is finite: only the others need the full check.
+            for (i, (x, n)) in xs.chunks_exact(self.dim).zip(norms.iter()).enumerate() {
+                if !n.norm.is_finite() {
+                    self.check_embedding(first + i, x)?;
+                }
+            }
+            for (j, (((x, &t), a), &norms)) in xs
                 .chunks_exact(self.dim)
                 .zip(tokens)
                 .zip(approx.chunks_exact(padded))
-                .zip(x_error.iter())
+                .zip(norms.iter())
                 .enumerate()
             {
-                let query = first + block * SCREEN_BLOCK + j;
-                let widen = self.bf16.as_ref().map(|bf16| (bf16.error(), x_error));
-                let decision = match screen.decide(&a[..heads], widen, x, t, checked) {
+                let decision = match screen.decide(&a[..heads], norms, x, t, checked) {
                     Some(choice) => Decision {
                         choice,
                         ranked: Vec::new(),
                     },
-                    None => self.route_exact(query, x, t, checked)?,
+                    None => self.route_exact(first + j, x, t, checked)?,
                 };
                 decisions.push(decision);
             }
@@ -778,11 +771,67 @@ struct Screened {
     within_cap: Option<bool>,
 }
 
+/// How far the screen's value of each head can be from the exact float64 path's, as a linear form
+/// of the query's norms: `per_norm[h]·‖x‖ + per_rounding[h]·‖x − xb‖ + constant[h]`.
+///
+/// For a float32 screen that is `γ·(‖w‖·‖x‖ + |b|)` (both paths' rounding, whatever the order of
+/// the sums; `γ = γ₃₂ + γ₆₄` for sums of `dim + 2` terms, with a margin). For a bfloat16 one, with
+/// `d = ‖w − wb‖` and `‖wb‖ ≤ ‖w‖ + d`: `γ·(‖wb‖·(‖x‖ + ‖x − xb‖) + |b|) + d·‖x‖ + ‖wb‖·‖x − xb‖`
+/// (`kernel::bf16`).
+#[derive(Debug, Clone)]
+struct ErrorTerms {
+    per_norm: Vec<f64>,
+    per_rounding: Vec<f64>,
+    constant: Vec<f64>,
+}
+
+impl ErrorTerms {
+    /// The terms of row-major `[heads, dim]` weights; `bf16_error` is `‖w − wb‖` per head when the
+    /// screen is bfloat16.
+    fn new(coef: &[f32], intercept: &[f64], dim: usize, bf16_error: Option<&[f64]>) -> Self {
+        let n = (dim + 2) as f64;
+        let gamma = |unit: f64| n * unit / (1.0 - n * unit);
+        let gamma = 1.01 * (gamma(f64::from(f32::EPSILON) / 2.0) + gamma(f64::EPSILON / 2.0));
+        let heads = intercept.len();
+        let mut terms = Self {
+            per_norm: Vec::with_capacity(heads),
+            per_rounding: Vec::with_capacity(heads),
+            constant: Vec::with_capacity(heads),
+        };
+        for (h, (row, &b)) in coef.chunks_exact(dim).zip(intercept).enumerate() {
+            let w_norm = row
+                .iter()
+                .map(|&w| f64::from(w) * f64::from(w))
+                .sum::<f64>()
+                .sqrt();
+            let (per_norm, per_rounding, constant) = match bf16_error {
+                None => (gamma * w_norm, 0.0, gamma * b.abs()),
+                Some(error) => {
+                    let d = error[h];
+                    let wb_norm = w_norm + d;
+                    (
+                        gamma * wb_norm + d,
+                        gamma * wb_norm + wb_norm,
+                        gamma * b.abs() + 1e-30,
+                    )
+                }
+            };
+            terms.per_norm.push(per_norm);
+            terms.per_rounding.push(per_rounding);
+            terms.constant.push(constant);
+        }
+        terms
+    }
+
+    #[inline(always)]
+    fn bound(&self, h: usize, x: kernel::QueryNorms) -> f64 {
+        self.per_norm[h] * x.norm + self.per_rounding[h] * x.rounding + self.constant[h]
+    }
+}
+
 /// Scratch space of the batch path, reused across the queries of one thread.
 struct Screen<'r> {
     router: &'r Router,
-    /// `(γ₃₂ + γ₆₄)` for sums of `dim + 2` terms, with a margin.
-    gamma: f64,
     options: Vec<Screened>,
     exact: Vec<f64>,
     refined: Vec<bool>,
@@ -790,17 +839,14 @@ struct Screen<'r> {
     upper: Vec<f64>,
     /// Heads marked in `refined` for the current query (the fast path resets only these).
     marked: Vec<usize>,
-    /// Per head, the bound on the screen's error for the current query (`head_error`).
+    /// Per head, the bound on the screen's error for the current query ([`ErrorTerms`]).
     error: Vec<f64>,
 }
 
 impl<'r> Screen<'r> {
     fn new(router: &'r Router) -> Self {
-        let n = (router.dim + 2) as f64;
-        let gamma = |unit: f64| n * unit / (1.0 - n * unit);
         Self {
             router,
-            gamma: 1.01 * (gamma(f64::from(f32::EPSILON) / 2.0) + gamma(f64::EPSILON / 2.0)),
             options: Vec::with_capacity(router.option_count()),
             exact: vec![0.0; router.head_count()],
             refined: vec![false; router.head_count()],
@@ -811,43 +857,24 @@ impl<'r> Screen<'r> {
     }
 
     /// [`Screen::decide_general`], with the common case (no candidate set, no cost cap) on a
-    /// faster path that gives the same decision.
-    ///
-    /// `widen`: for a bfloat16 screen, `‖w − wb‖` per head and `‖x − xb‖` (see `kernel::bf16`).
+    /// faster path that gives the same decision. `norms` are those of `x` the screen returned.
     fn decide(
         &mut self,
         approx: &[f32],
-        widen: Option<(&[f64], f64)>,
+        norms: kernel::QueryNorms,
         x: &[f64],
         input_tokens: u64,
         checked: &Checked,
     ) -> Option<RouteOption> {
-        if checked.candidates.is_none() && checked.max_cost.is_none() {
-            self.decide_all(approx, widen, x, input_tokens, checked.lambda)
-        } else {
-            self.decide_general(approx, widen, x, input_tokens, checked)
+        // The error bounds hold only for finite values; the exact path names what overflowed.
+        let finite = approx.iter().fold(true, |ok, v| ok & v.is_finite());
+        if !(finite && norms.norm.is_finite() && norms.rounding.is_finite()) {
+            return None;
         }
-    }
-
-    /// How far the screen's value of head `h` can be from the exact float64 path's: `γ·(‖w‖·‖x‖ +
-    /// |b|)` for a float32 screen (both paths' rounding, whatever the order of the sums); for a
-    /// bfloat16 one, `γ` over the rounded vectors plus the two roundings' own error.
-    #[inline(always)]
-    fn head_error(
-        router: &Router,
-        gamma: f64,
-        h: usize,
-        x_norm: f64,
-        widen: Option<(&[f64], f64)>,
-    ) -> f64 {
-        let (w_norm, b) = (router.coef_norm[h], router.intercept[h].abs());
-        match widen {
-            None => gamma * (w_norm * x_norm + b),
-            Some((w_error, x_error)) => {
-                let d = w_error[h];
-                let wb_norm = w_norm + d;
-                gamma * (wb_norm * (x_norm + x_error) + b) + d * x_norm + wb_norm * x_error + 1e-30
-            }
+        if checked.candidates.is_none() && checked.max_cost.is_none() {
+            self.decide_all(approx, norms, x, input_tokens, checked.lambda)
+        } else {
+            self.decide_general(approx, norms, x, input_tokens, checked)
         }
     }
 
@@ -857,7 +884,7 @@ impl<'r> Screen<'r> {
     fn decide_all(
         &mut self,
         approx: &[f32],
-        widen: Option<(&[f64], f64)>,
+        norms: kernel::QueryNorms,
         x: &[f64],
         input_tokens: u64,
         lambda: f64,
@@ -865,27 +892,15 @@ impl<'r> Screen<'r> {
         let router = self.router;
         let b = router.budgets.len();
         let per_model = b + 2;
-        let x_norm = kernel::norm(x);
-        if !x_norm.is_finite() || !approx.iter().fold(true, |ok, v| ok & v.is_finite()) {
-            return None;
-        }
-        let gamma = self.gamma;
-        match widen {
-            None => {
-                for ((e, &w_norm), &icpt) in self
-                    .error
-                    .iter_mut()
-                    .zip(&router.coef_norm)
-                    .zip(&router.intercept)
-                {
-                    *e = gamma * (w_norm * x_norm + icpt.abs());
-                }
-            }
-            Some(_) => {
-                for (h, e) in self.error.iter_mut().enumerate() {
-                    *e = Self::head_error(router, gamma, h, x_norm, widen);
-                }
-            }
+        let terms = &router.error_terms;
+        for (((e, &n), &r), &c) in self
+            .error
+            .iter_mut()
+            .zip(&terms.per_norm)
+            .zip(&terms.per_rounding)
+            .zip(&terms.constant)
+        {
+            *e = n * norms.norm + r * norms.rounding + c;
         }
         let keep = 1.0 - lambda;
         let mut floor = f64::NEG_INFINITY;
@@ -982,7 +997,7 @@ impl<'r> Screen<'r> {
     fn decide_general(
         &mut self,
         approx: &[f32],
-        widen: Option<(&[f64], f64)>,
+        norms: kernel::QueryNorms,
         x: &[f64],
         input_tokens: u64,
         checked: &Checked,
@@ -991,13 +1006,7 @@ impl<'r> Screen<'r> {
         let b = router.budgets.len();
         let per_model = b + 2;
         let lambda = checked.lambda;
-        let x_norm = kernel::norm(x);
-        // The error bounds hold only for finite values; the exact path names what overflowed.
-        if !x_norm.is_finite() || !approx.iter().fold(true, |ok, v| ok & v.is_finite()) {
-            return None;
-        }
-        let gamma = self.gamma;
-        let head_error = |h: usize| Self::head_error(router, gamma, h, x_norm, widen);
+        let head_error = |h: usize| router.error_terms.bound(h, norms);
         let value = |h: usize| f64::from(approx[h]) + router.intercept[h];
         let keep = 1.0 - lambda;
         // The last term of each slack covers the rounding of the risk formula on both paths.

@@ -17,6 +17,7 @@
 //! + j]` for head `p·PANEL + j`. An odd `dim` is padded with a zero weight.
 
 use super::screen::PANEL;
+use super::QueryNorms;
 
 /// Panels of the GEMV done together (4 panels × 2 accumulators = 8 chains).
 const GROUP: usize = 4;
@@ -105,51 +106,51 @@ impl Bf16Screen {
         &self.error
     }
 
-    /// The screen of one query: `out[h] ≈ w[h]·x`, and the returned `‖x − xb‖` (rounded up).
+    /// The screen of one query: `out[h] ≈ w[h]·x`, and the query's norms (`‖x − xb‖` rounded up).
     /// `x` is `dim` long, `out` [`Bf16Screen::padded_heads`]; `xb` is scratch.
-    pub(crate) fn gemv(&self, x: &[f64], xb: &mut Vec<u32>, out: &mut [f32]) -> f64 {
+    pub(crate) fn gemv(&self, x: &[f64], xb: &mut Vec<u32>, out: &mut [f32]) -> QueryNorms {
         assert!(x.len() == self.dim && out.len() == self.padded_heads());
         xb.clear();
         xb.resize(self.pairs, 0);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as below (AVX-512F); `xb` holds `pairs = ⌈dim / 2⌉` words.
-        let err = unsafe { x86::round_pairs(x, xb) };
+        let norms = unsafe { x86::round_pairs(x, xb) };
         #[cfg(not(target_arch = "x86_64"))]
-        let err = round_pairs(x, xb);
+        let norms = round_pairs(x, xb);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Bf16Screen` is only built when the CPU has AVX-512F and AVX-512 BF16 (`new`);
         // the lengths were checked above.
         unsafe {
             x86::gemv(&self.data, self.pairs, self.panels, xb, out)
         };
-        err
+        norms
     }
 
     /// The screen of `n = xs.len() / dim` queries (float64, row-major): `out[q·padded + h] ≈
-    /// w[h]·x_q` and `x_error[q] = ‖x_q − xb_q‖` (rounded up). `out` holds `n ×`
-    /// [`Bf16Screen::padded_heads`] floats, `x_error` `n`; `scratch` is reused between calls.
+    /// w[h]·x_q` and `norms[q]`, as [`Bf16Screen::gemv`]'s. `out` holds `n ×`
+    /// [`Bf16Screen::padded_heads`] floats, `norms` `n`; `scratch` is reused between calls.
     pub(crate) fn gemm(
         &self,
         xs: &[f64],
         out: &mut [f32],
-        x_error: &mut [f64],
+        norms: &mut [QueryNorms],
         scratch: &mut Vec<u32>,
     ) {
         let dim = self.dim;
         let n = xs.len() / dim;
         let padded = self.padded_heads();
-        assert!(xs.len() == n * dim && out.len() == n * padded && x_error.len() == n);
+        assert!(xs.len() == n * dim && out.len() == n * padded && norms.len() == n);
         // One tile of queries at a time, in rows of pairs `stride` words apart, zeros past the end.
         let stride = tile_stride(self.pairs);
-        for ((xs, out), x_error) in xs
+        for ((xs, out), norms) in xs
             .chunks(TILE * dim)
             .zip(out.chunks_mut(TILE * padded))
-            .zip(x_error.chunks_mut(TILE))
+            .zip(norms.chunks_mut(TILE))
         {
             let q_n = xs.len() / dim;
             if q_n == 1 {
                 // The GEMV: a tile would also compute `TILE - 1` queries of zeros.
-                x_error[0] = self.gemv(xs, scratch, out);
+                norms[0] = self.gemv(xs, scratch, out);
                 continue;
             }
             scratch.resize(stride * TILE, 0);
@@ -157,7 +158,7 @@ impl Bf16Screen {
             for ((row, x), e) in scratch
                 .chunks_exact_mut(stride)
                 .zip(xs.chunks_exact(dim))
-                .zip(x_error.iter_mut())
+                .zip(norms.iter_mut())
             {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as in `gemv`; the row's first `pairs` words are `⌈dim / 2⌉`.
@@ -193,20 +194,21 @@ fn tile_stride(pairs: usize) -> usize {
     pairs.next_multiple_of(16) + 16
 }
 
-/// Rounds `x` to bfloat16 pairs into `dst` (zeros past the end of `x`) and returns `‖x − xb‖`,
-/// rounded up.
+/// Rounds `x` to bfloat16 pairs into `dst` (zeros past the end of `x`) and returns `‖x‖` and
+/// `‖x − xb‖`, rounded up.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn round_pairs(x: &[f64], dst: &mut [u32]) -> f64 {
-    finish_error(round_pairs_from(x, dst, 0.0))
+fn round_pairs(x: &[f64], dst: &mut [u32]) -> QueryNorms {
+    finish(round_pairs_from(x, dst, [0.0; 2]))
 }
 
-/// [`round_pairs`] of the values of `x` from pair `dst`'s first word on, adding their squared
-/// errors to `sq`; returns the sum.
-fn round_pairs_from(x: &[f64], dst: &mut [u32], mut sq: f64) -> f64 {
+/// [`round_pairs`] of the values of `x` from pair `dst`'s first word on, adding their squares
+/// and squared errors to `sq`; returns the sums.
+fn round_pairs_from(x: &[f64], dst: &mut [u32], mut sq: [f64; 2]) -> [f64; 2] {
     let mut round = |v: f64| {
         let b = bf16_bits(v as f32);
         let d = v - f64::from(bf16_value(b));
-        sq += d * d;
+        sq[0] += v * v;
+        sq[1] += d * d;
         u32::from(b)
     };
     let (pairs, tail) = x.split_at(x.len() / 2 * 2);
@@ -225,10 +227,13 @@ fn round_pairs_from(x: &[f64], dst: &mut [u32], mut sq: f64) -> f64 {
     sq
 }
 
-/// `√sq`, rounded up. A NaN or infinity makes the error NaN or infinite, and the screen then gives
-/// up.
-fn finish_error(sq: f64) -> f64 {
-    sq.sqrt() * (1.0 + 1e-9)
+/// The norms from the sums of squares `[Σx², Σ(x − xb)²]`, the error rounded up. A NaN or infinity
+/// in `x` makes both NaN or infinite, and the screen then gives up.
+fn finish([norm, error]: [f64; 2]) -> QueryNorms {
+    QueryNorms {
+        norm: norm.sqrt(),
+        rounding: error.sqrt() * (1.0 + 1e-9),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -238,7 +243,7 @@ mod x86 {
     //! panel.
     // Register tiles are indexed by (panel, query): index loops say what each register holds.
     #![allow(clippy::needless_range_loop)]
-    use super::{finish_error, round_pairs_from, GROUP, PANEL, TILE};
+    use super::{finish, round_pairs_from, QueryNorms, GROUP, PANEL, TILE};
     use std::arch::x86_64::*;
 
     /// [`super::round_pairs`], 16 values at a time: the same words (round to nearest even,
@@ -247,7 +252,7 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX-512F; `dst.len() == ⌈x.len() / 2⌉`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn round_pairs(x: &[f64], dst: &mut [u32]) -> f64 {
+    pub(super) unsafe fn round_pairs(x: &[f64], dst: &mut [u32]) -> QueryNorms {
         debug_assert_eq!(dst.len(), x.len().div_ceil(2));
         let chunks = x.len() / 16;
         let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
@@ -259,7 +264,7 @@ mod x86 {
             _mm512_set1_epi32(0x8000),
             _mm512_set1_epi32(0x40),
         );
-        let mut sq = _mm512_setzero_pd();
+        let (mut sq, mut norm) = (_mm512_setzero_pd(), _mm512_setzero_pd());
         for c in 0..chunks {
             let p = x.as_ptr().add(16 * c);
             let (d0, d1) = (_mm512_loadu_pd(p), _mm512_loadu_pd(p.add(8)));
@@ -281,13 +286,14 @@ mod x86 {
             let v1 = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm512_extracti64x4_epi64::<1>(values)));
             let (e0, e1) = (_mm512_sub_pd(d0, v0), _mm512_sub_pd(d1, v1));
             sq = _mm512_fmadd_pd(e0, e0, _mm512_fmadd_pd(e1, e1, sq));
+            norm = _mm512_fmadd_pd(d0, d0, _mm512_fmadd_pd(d1, d1, norm));
         }
         let sq = round_pairs_from(
             &x[16 * chunks..],
             &mut dst[8 * chunks..],
-            _mm512_reduce_add_pd(sq),
+            [_mm512_reduce_add_pd(norm), _mm512_reduce_add_pd(sq)],
         );
-        finish_error(sq)
+        finish(sq)
     }
 
     #[inline(always)]
@@ -497,13 +503,21 @@ mod tests {
                             "{len} [{i}]"
                         );
                     }
-                    if expected.is_finite() {
-                        assert!(
-                            (got - expected).abs() <= 1e-12 * expected,
-                            "{got} vs {expected}"
-                        );
-                    } else {
-                        assert!(!got.is_finite());
+                    for (got, expected) in
+                        [(got.norm, expected.norm), (got.rounding, expected.rounding)]
+                    {
+                        if expected.is_finite() {
+                            assert!(
+                                (got - expected).abs() <= 1e-12 * expected,
+                                "{got} vs {expected}"
+                            );
+                        } else {
+                            assert!(!got.is_finite());
+                        }
+                    }
+                    if !with_special {
+                        let norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+                        assert!((got.norm - norm).abs() <= 1e-12 * norm, "{len}");
                     }
                 }
             }
@@ -526,12 +540,13 @@ mod tests {
                 for n in [1, 3, 12, 13, 25] {
                     let xs: Vec<f64> = (0..n * dim).map(|i| ((i as f64) * 0.37).cos()).collect();
                     let mut all = vec![f32::NAN; n * padded];
-                    let mut all_error = vec![f64::NAN; n];
-                    screen.gemm(&xs, &mut all, &mut all_error, &mut Vec::new());
+                    let mut all_norms = vec![QueryNorms::default(); n];
+                    screen.gemm(&xs, &mut all, &mut all_norms, &mut Vec::new());
                     for (q, x) in xs.chunks_exact(dim).enumerate() {
                         let mut one = vec![f32::NAN; padded];
-                        let ex = screen.gemv(x, &mut Vec::new(), &mut one);
-                        assert_eq!(ex, all_error[q], "dim {dim} n {n} q {q}");
+                        let norms = screen.gemv(x, &mut Vec::new(), &mut one);
+                        assert_eq!(norms, all_norms[q], "dim {dim} n {n} q {q}");
+                        let ex = norms.rounding;
                         let tiled = &all[q * padded..(q + 1) * padded];
                         let x_norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
                         for (h, w) in coef.chunks_exact(dim).enumerate() {
