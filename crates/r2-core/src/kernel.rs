@@ -12,6 +12,8 @@
 mod bf16;
 mod screen;
 pub(crate) use bf16::Bf16Screen;
+#[cfg(test)]
+pub(crate) use screen::Isa;
 pub(crate) use screen::Packed;
 
 /// What the screen's error bound needs of a query besides its head values.

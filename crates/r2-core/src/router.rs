@@ -1111,3 +1111,77 @@ impl<'r> Screen<'r> {
         best
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A router of `models` models with random heads (quality near 0.5, tokens near 400).
+    fn random_router(seed: u64, dim: usize, budgets: &[u32], models: usize) -> Router {
+        let mut state = seed;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        let per_model = budgets.len() + 2;
+        let heads = (0..models)
+            .map(|m| {
+                let scale = |k: usize| if k + 1 == per_model { 300.0 } else { 0.4 };
+                let base = |k: usize| if k + 1 == per_model { 400.0 } else { 0.5 };
+                ModelHeads {
+                    name: format!("model-{m}"),
+                    input_price_per_million: 0.5 + next(),
+                    output_price_per_million: 2.0 + next(),
+                    coef: (0..per_model * dim)
+                        .map(|i| (next() * scale(i / dim)) as f32)
+                        .collect(),
+                    intercept: (0..per_model)
+                        .map(|k| (base(k) + next() * scale(k) / 2.0) as f32)
+                        .collect(),
+                }
+            })
+            .collect();
+        Router::new(dim, budgets.to_vec(), heads).unwrap()
+    }
+
+    /// The batch path on every screen this CPU runs (the float32 kernels too, which the router
+    /// does not choose where bfloat16 is available) gives the exact path's decisions.
+    #[test]
+    fn every_screen_gives_the_exact_decisions() {
+        let dim = 40;
+        let router = random_router(7, dim, &[10, 100, 1000], 5);
+        let mut screens = vec![router.clone()];
+        for isa in kernel::Isa::available() {
+            let mut r = router.clone();
+            r.packed = kernel::Packed::with_isa(&r.coef, dim, isa);
+            r.bf16 = None;
+            r.error_terms = ErrorTerms::new(&r.coef, &r.intercept, dim, None);
+            screens.push(r);
+        }
+        let n = 61;
+        let xs: Vec<f64> = (0..n * dim)
+            .map(|i| f64::from(((i as f32) * 0.377).sin() / (dim as f32).sqrt()))
+            .collect();
+        let tokens: Vec<u64> = (0..n as u64).map(|i| i * 53 % 2000).collect();
+        for lambda in [0.0, 0.5, 0.99, 0.99999, 1.0] {
+            for params in [
+                RouteParams::new(lambda),
+                RouteParams::new(lambda).with_max_cost(0.003),
+            ] {
+                let checked = router.checked(&params).unwrap();
+                let exact: Vec<_> = xs
+                    .chunks_exact(dim)
+                    .zip(&tokens)
+                    .enumerate()
+                    .map(|(i, (x, &t))| router.route_exact(i, x, t, &checked).unwrap())
+                    .collect();
+                for (s, screen) in screens.iter().enumerate() {
+                    let batch = screen.route_batch(&xs, &tokens, &params).unwrap();
+                    assert_eq!(batch, exact, "screen {s}, {params:?}");
+                }
+            }
+        }
+    }
+}
