@@ -676,7 +676,11 @@ impl Router {
             let norms = &mut norms[..tokens.len()];
             // Row j of `approx` holds every head of query j (then the padding of the last panel).
             match &self.bf16 {
-                Some(bf16) => bf16.gemm(xs, approx, norms, &mut scratch_bf16),
+                Some(bf16) => {
+                    let ahead = &embeddings
+                        [((block + 1) * SCREEN_BLOCK * self.dim).min(embeddings.len())..];
+                    bf16.gemm(xs, ahead, approx, norms, &mut scratch_bf16)
+                }
                 None => self.packed.gemm(xs, approx, norms, &mut scratch),
             }
             // A finite norm means every value is finite: only the others need the full check.

@@ -129,9 +129,12 @@ impl Bf16Screen {
     /// The screen of `n = xs.len() / dim` queries (float64, row-major): `out[q·padded + h] ≈
     /// w[h]·x_q` and `norms[q]`, as [`Bf16Screen::gemv`]'s. `out` holds `n ×`
     /// [`Bf16Screen::padded_heads`] floats, `norms` `n`; `scratch` is reused between calls.
+    /// `ahead` are the queries the caller screens next: while a tile is multiplied, the next one is
+    /// fetched into the cache.
     pub(crate) fn gemm(
         &self,
         xs: &[f64],
+        ahead: &[f64],
         out: &mut [f32],
         norms: &mut [QueryNorms],
         scratch: &mut Vec<u32>,
@@ -142,12 +145,19 @@ impl Bf16Screen {
         assert!(xs.len() == n * dim && out.len() == n * padded && norms.len() == n);
         // One tile of queries at a time, in rows of pairs `stride` words apart, zeros past the end.
         let stride = tile_stride(self.pairs);
-        for ((xs, out), norms) in xs
+        let all = xs;
+        for (t, ((xs, out), norms)) in all
             .chunks(TILE * dim)
             .zip(out.chunks_mut(TILE * padded))
             .zip(norms.chunks_mut(TILE))
+            .enumerate()
         {
             let q_n = xs.len() / dim;
+            let next = match all.get((t + 1) * TILE * dim..) {
+                Some(rest) if !rest.is_empty() => rest,
+                _ => ahead,
+            };
+            let next = &next[..next.len().min(TILE * dim)];
             if q_n == 1 {
                 // The GEMV: a tile would also compute `TILE - 1` queries of zeros.
                 norms[0] = self.gemv(xs, scratch, out);
@@ -182,6 +192,7 @@ impl Bf16Screen {
                     stride,
                     q_n,
                     out,
+                    next,
                 )
             };
         }
@@ -245,6 +256,9 @@ mod x86 {
     #![allow(clippy::needless_range_loop)]
     use super::{finish, round_pairs_from, QueryNorms, GROUP, PANEL, TILE};
     use std::arch::x86_64::*;
+
+    /// Float64 values per cache line.
+    const LINE: usize = 64 / std::mem::size_of::<f64>();
 
     /// [`super::round_pairs`], 16 values at a time: the same words (round to nearest even,
     /// subnormals to signed zero, NaN quieted) and the same error up to the order of its sum.
@@ -370,8 +384,11 @@ mod x86 {
     }
 
     /// One tile of `TILE` queries (`q_n` of them real) against every panel, two panels at a
-    /// time: 24 accumulators, one chain per (head, query) over all pairs.
+    /// time: 24 accumulators, one chain per (head, query) over all pairs. Meanwhile the float64
+    /// rows of `next` are prefetched a line per pair, so the next tile's rounding finds them in
+    /// cache instead of waiting on memory.
     #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn gemm_tile(
         data: &[u32],
         pairs: usize,
@@ -380,17 +397,27 @@ mod x86 {
         stride: usize,
         q_n: usize,
         out: &mut [f32],
+        next: &[f64],
     ) {
         debug_assert!(data.len() == panels * pairs * PANEL);
         debug_assert!(xr.len() == stride * TILE && stride >= pairs && q_n <= TILE);
         debug_assert!(out.len() >= q_n * panels * PANEL);
+        // The cache lines of `next`, shared out among the blocks of panels.
+        let lines = next.len().div_ceil(LINE);
+        let per_block = lines.div_ceil(panels.div_ceil(2));
+        let fetch = |first: usize| {
+            let start = (first / 2 * per_block).min(lines);
+            let count = per_block.min(lines - start);
+            (next.as_ptr().wrapping_add(start * LINE), count)
+        };
         let mut p = 0;
         while p < panels {
+            let ahead = fetch(p);
             if p + 2 <= panels {
-                gemm_block::<2>(data, pairs, panels, p, xr, stride, q_n, out);
+                gemm_block::<2>(data, pairs, panels, p, xr, stride, q_n, out, ahead);
                 p += 2;
             } else {
-                gemm_block::<1>(data, pairs, panels, p, xr, stride, q_n, out);
+                gemm_block::<1>(data, pairs, panels, p, xr, stride, q_n, out, ahead);
                 p += 1;
             }
         }
@@ -408,11 +435,16 @@ mod x86 {
         stride: usize,
         q_n: usize,
         out: &mut [f32],
+        (ahead, lines): (*const f64, usize),
     ) {
         let w = data.as_ptr().add(first * pairs * PANEL);
         let x = xr.as_ptr();
         let mut acc = [[_mm512_setzero_ps(); TILE]; G];
         for i in 0..pairs {
+            if i < lines {
+                // A hint: a prefetch never faults, whatever the address.
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(LINE * i).cast());
+            }
             let mut wv = [splat(0); G];
             for g in 0..G {
                 // SAFETY: panel first + g, pair row i < pairs.
@@ -541,7 +573,7 @@ mod tests {
                     let xs: Vec<f64> = (0..n * dim).map(|i| ((i as f64) * 0.37).cos()).collect();
                     let mut all = vec![f32::NAN; n * padded];
                     let mut all_norms = vec![QueryNorms::default(); n];
-                    screen.gemm(&xs, &mut all, &mut all_norms, &mut Vec::new());
+                    screen.gemm(&xs, &[], &mut all, &mut all_norms, &mut Vec::new());
                     for (q, x) in xs.chunks_exact(dim).enumerate() {
                         let mut one = vec![f32::NAN; padded];
                         let norms = screen.gemv(x, &mut Vec::new(), &mut one);
