@@ -158,6 +158,10 @@ pub struct Router {
     error_terms: ErrorTerms,
     /// `budget · output price / 1e6` of every (model, limited budget), model-major.
     limited_cost: Vec<f64>,
+    /// Per head, its model's input price per token, and for a limited quality head the budget's
+    /// output cost (0 for the unlimited heads): the screen's cost of the head's option.
+    head_input_price: Vec<f64>,
+    head_budget_cost: Vec<f64>,
 }
 
 /// Checked λ and max cost, shared by both routing paths.
@@ -208,6 +212,16 @@ impl Router {
                     .iter()
                     .map(move |&b| f64::from(b) * m.output_price_per_million / 1e6)
             })
+            .collect::<Vec<f64>>();
+        let b = budgets.len();
+        let head_input_price = (0..intercept.len())
+            .map(|h| infos[h / per_model].input_price_per_million / 1e6)
+            .collect();
+        let head_budget_cost = (0..intercept.len())
+            .map(|h| match h % per_model {
+                k if k < b => limited_cost[h / per_model * b + k],
+                _ => 0.0,
+            })
             .collect();
         Ok(Self {
             dim,
@@ -219,6 +233,8 @@ impl Router {
             intercept,
             error_terms,
             limited_cost,
+            head_input_price,
+            head_budget_cost,
         })
     }
 
@@ -839,12 +855,11 @@ struct Screen<'r> {
     options: Vec<Screened>,
     exact: Vec<f64>,
     refined: Vec<bool>,
-    /// Upper risk bound of every option (the fast path), in pool order.
+    /// The fast path's upper and lower risk bounds of every option, at its quality head.
     upper: Vec<f64>,
-    /// Heads marked in `refined` for the current query (the fast path resets only these).
+    lower: Vec<f64>,
+    /// The fast path's options that may still win, by their quality head.
     marked: Vec<usize>,
-    /// Per head, the bound on the screen's error for the current query ([`ErrorTerms`]).
-    error: Vec<f64>,
 }
 
 impl<'r> Screen<'r> {
@@ -854,9 +869,9 @@ impl<'r> Screen<'r> {
             options: Vec::with_capacity(router.option_count()),
             exact: vec![0.0; router.head_count()],
             refined: vec![false; router.head_count()],
-            upper: vec![0.0; router.option_count()],
+            upper: vec![0.0; router.head_count()],
+            lower: vec![0.0; router.head_count()],
             marked: Vec::with_capacity(router.head_count()),
-            error: vec![0.0; router.head_count()],
         }
     }
 
@@ -897,93 +912,68 @@ impl<'r> Screen<'r> {
         let b = router.budgets.len();
         let per_model = b + 2;
         let terms = &router.error_terms;
-        for (((e, &n), &r), &c) in self
-            .error
+        let keep = 1.0 - lambda;
+        let tokens = input_tokens as f64;
+        // Every head's bounds as if it were the quality head of a limited budget, in one flat pass
+        // (the unlimited options' heads are put right below).
+        for (((((((u, l), &a), &icpt), &n), &r), &c), (&input_price, &budget_cost)) in self
+            .upper
             .iter_mut()
+            .zip(self.lower.iter_mut())
+            .zip(approx)
+            .zip(&router.intercept)
             .zip(&terms.per_norm)
             .zip(&terms.per_rounding)
             .zip(&terms.constant)
+            .zip(router.head_input_price.iter().zip(&router.head_budget_cost))
         {
-            *e = n * norms.norm + r * norms.rounding + c;
+            let error = n * norms.norm + r * norms.rounding + c;
+            let cost = tokens * input_price + budget_cost;
+            let risk = keep * (f64::from(a) + icpt).clamp(0.0, 1.0) - lambda * cost;
+            let slack = keep * error + 1e-14 * (1.0 + risk.abs() + cost);
+            *u = risk + slack;
+            *l = risk - slack;
         }
-        let keep = 1.0 - lambda;
-        let mut floor = f64::NEG_INFINITY;
+        // Unlimited: quality and predicted tokens (so the cost) are both approximate. The option
+        // takes its quality head's place; the token head is no option.
         for (m, model) in router.models.iter().enumerate() {
-            let base = m * per_model;
-            let input_cost = input_tokens as f64 * model.input_price_per_million / 1e6;
-            let heads = base..base + per_model;
-            let (a, icpt) = (&approx[heads.clone()], &router.intercept[heads.clone()]);
-            let errors = &self.error[heads];
-            let upper = &mut self.upper[m * (b + 1)..(m + 1) * (b + 1)];
-            let costs = &router.limited_cost[m * b..(m + 1) * b];
-            // Flat slices of one length: no bounds checks, one floor per model (short chains).
-            let mut model_floor = f64::NEG_INFINITY;
-            for ((((u, &a), &icpt), &error), &c) in upper[..b]
-                .iter_mut()
-                .zip(&a[..b])
-                .zip(&icpt[..b])
-                .zip(&errors[..b])
-                .zip(costs)
-            {
-                let cost = input_cost + c;
-                let value = f64::from(a) + icpt;
-                let risk = keep * value.clamp(0.0, 1.0) - lambda * cost;
-                let slack = keep * error + 1e-14 * (1.0 + risk.abs() + cost);
-                model_floor = model_floor.max(risk - slack);
-                *u = risk + slack;
-            }
-            floor = floor.max(model_floor);
-            let (q, t) = (b, b + 1);
-            let error = |h: usize| errors[h];
-            let tokens = (f64::from(a[t]) + icpt[t]).max(0.0);
-            let cost = input_cost + tokens * model.output_price_per_million / 1e6;
+            let (q, t) = (m * per_model + b, m * per_model + b + 1);
+            let value = |h: usize| f64::from(approx[h]) + router.intercept[h];
+            let error = |h: usize| terms.bound(h, norms);
+            let input_cost = tokens * model.input_price_per_million / 1e6;
+            let predicted = value(t).max(0.0);
+            let cost = input_cost + predicted * model.output_price_per_million / 1e6;
             let cost_slack = model.output_price_per_million / 1e6 * error(t) + 1e-15 * cost;
-            let risk = keep * (f64::from(a[q]) + icpt[q]).clamp(0.0, 1.0) - lambda * cost;
+            let risk = keep * value(q).clamp(0.0, 1.0) - lambda * cost;
             let slack = keep * error(q) + lambda * cost_slack + 1e-14 * (1.0 + risk.abs() + cost);
-            floor = floor.max(risk - slack);
-            upper[b] = risk + slack;
+            (self.upper[q], self.lower[q]) = (risk + slack, risk - slack);
+            (self.upper[t], self.lower[t]) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        }
+        let floor = max(&self.lower);
+        if !floor.is_finite() {
+            return None;
         }
 
-        // The heads of every option that may still win; give up when that is most of them.
-        for &h in &self.marked {
-            self.refined[h] = false;
-        }
+        // The options that may still win (by their quality head, in pool order); give up when
+        // their heads are most of them. No two options share a head.
         self.marked.clear();
-        for (o, _) in self.upper.iter().enumerate().filter(|(_, &u)| u >= floor) {
-            let (m, k) = (o / (b + 1), o % (b + 1));
-            let base = m * per_model;
-            let heads: &[usize] = if k == b {
-                &[base + b, base + b + 1]
-            } else {
-                &[base + k]
-            };
-            for &h in heads {
-                if !self.refined[h] {
-                    self.refined[h] = true;
-                    self.marked.push(h);
-                }
+        for (h, &u) in self.upper.iter().enumerate() {
+            if u >= floor {
+                self.marked.push(h);
             }
         }
-        if self.marked.len() * 4 > router.head_count() {
+        let unlimited = self.marked.iter().filter(|&&h| h % per_model == b).count();
+        if (self.marked.len() + unlimited) * 4 > router.head_count() {
             return None;
         }
         let dim = router.dim;
-        for &h in &self.marked {
-            self.exact[h] =
-                kernel::dot(&router.coef[h * dim..(h + 1) * dim], x) + router.intercept[h];
-        }
+        let exact =
+            |h: usize| kernel::dot(&router.coef[h * dim..(h + 1) * dim], x) + router.intercept[h];
         let mut best: Option<RouteOption> = None;
-        for (o, _) in self.upper.iter().enumerate().filter(|(_, &u)| u >= floor) {
-            let (m, k) = (o / (b + 1), o % (b + 1));
-            let base = m * per_model;
-            let opt = router.option(
-                m,
-                k,
-                self.exact[base + k],
-                self.exact[base + b + 1],
-                input_tokens,
-                lambda,
-            );
+        for &h in &self.marked {
+            let (m, k) = (h / per_model, h % per_model);
+            let token_head = if k == b { exact(h + 1) } else { 0.0 };
+            let opt = router.option(m, k, exact(h), token_head, input_tokens, lambda);
             if best.is_none_or(|best| opt.risk > best.risk) {
                 best = Some(opt);
             }
@@ -1114,6 +1104,23 @@ impl<'r> Screen<'r> {
         }
         best
     }
+}
+
+/// The largest of `values` (finite, or −∞), with independent lanes rather than one chain.
+fn max(values: &[f64]) -> f64 {
+    const LANES: usize = 8;
+    let mut lanes = [f64::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+    for c in chunks {
+        for i in 0..LANES {
+            lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+        }
+    }
+    lanes.iter().fold(tail, |m, &v| m.max(v))
 }
 
 #[cfg(test)]
