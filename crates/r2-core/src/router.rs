@@ -436,26 +436,34 @@ impl Router {
             return check_and_route(0, embeddings, input_tokens);
         }
         let per_thread = n.div_ceil(threads);
-        let results: Vec<Result<Vec<Decision>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = input_tokens
-                .chunks(per_thread)
-                .zip(embeddings.chunks(per_thread * self.dim))
-                .enumerate()
+        let mut parts = input_tokens
+            .chunks(per_thread)
+            .zip(embeddings.chunks(per_thread * self.dim))
+            .enumerate();
+        let Some((_, (first_tokens, first_xs))) = parts.next() else {
+            return Ok(Vec::new());
+        };
+        // The calling thread routes the first part while the spawned threads route the others.
+        let (first, rest): (_, Vec<Result<Vec<Decision>>>) = std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
                 .map(|(i, (tokens, xs))| {
                     let check_and_route = &check_and_route;
                     scope.spawn(move || check_and_route(i * per_thread, xs, tokens))
                 })
                 .collect();
-            handles
+            let first = check_and_route(0, first_xs, first_tokens);
+            let rest = handles
                 .into_iter()
                 .map(|h| {
                     h.join()
                         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
                 })
-                .collect()
+                .collect();
+            (first, rest)
         });
-        let mut decisions = Vec::with_capacity(n);
-        for part in results {
+        let mut decisions = first?;
+        decisions.reserve_exact(n - decisions.len());
+        for part in rest {
             decisions.extend(part?);
         }
         Ok(decisions)
