@@ -1203,7 +1203,7 @@ mod tests {
                 let base = |k: usize| if k + 1 == per_model { 400.0 } else { 0.5 };
                 ModelHeads {
                     name: format!("model-{m}"),
-                    input_price_per_million: 0.5 + next(),
+                    input_price_per_million: 0.5 + 0.4 * next(),
                     output_price_per_million: 2.0 + next(),
                     coef: (0..per_model * dim)
                         .map(|i| (next() * scale(i / dim)) as f32)
@@ -1215,6 +1215,45 @@ mod tests {
             })
             .collect();
         Router::new(dim, budgets.to_vec(), heads).unwrap()
+    }
+
+    /// Every build of the flat pass gives the portable build's bounds, bit for bit.
+    #[test]
+    fn the_flat_bounds_are_the_same_in_every_build() {
+        let router = random_router(11, 24, &[10, 100, 1000, 5000], 7);
+        let heads = router.head_count();
+        let approx: Vec<f32> = (0..heads).map(|h| (h as f32 * 0.61).sin() * 0.9).collect();
+        let flat = FlatBounds {
+            approx: &approx,
+            norms: kernel::QueryNorms {
+                norm: 1.3,
+                rounding: 0.004,
+            },
+            tokens: 321.0,
+            lambda: 0.7,
+        };
+        let (mut upper, mut lower) = (vec![0.0; heads], vec![0.0; heads]);
+        flat.run_any(&router, &mut upper, &mut lower);
+        let mut builds: Vec<(&str, Vec<f64>, Vec<f64>)> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (mut u, mut l) = (vec![0.0; heads], vec![0.0; heads]);
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                unsafe { flat.run_avx2(&router, &mut u, &mut l) };
+                builds.push(("avx2", u.clone(), l.clone()));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                unsafe { flat.run_avx512(&router, &mut u, &mut l) };
+                builds.push(("avx512", u, l));
+            }
+        }
+        for (name, u, l) in builds {
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&u), bits(&upper), "{name}");
+            assert_eq!(bits(&l), bits(&lower), "{name}");
+        }
     }
 
     /// The batch path on every screen this CPU runs (the float32 kernels too, which the router
