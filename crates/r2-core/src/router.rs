@@ -366,7 +366,8 @@ impl Router {
         if checked.ranked {
             return self.route_exact(0, embedding, input_tokens, &checked);
         }
-        // Screen in float32, then settle the few options that could still win in float64.
+        // Screen (bfloat16 where the CPU has it, else float32), then settle the few options that
+        // could still win in float64.
         let mut approx = vec![0.0f32; self.packed.padded_heads()];
         let norms = match &self.bf16 {
             Some(bf16) => bf16.gemv(embedding, &mut Vec::new(), &mut approx),
