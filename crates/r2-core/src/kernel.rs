@@ -12,7 +12,18 @@
 mod bf16;
 mod screen;
 pub(crate) use bf16::Bf16Screen;
+#[cfg(test)]
+pub(crate) use screen::Isa;
 pub(crate) use screen::Packed;
+
+/// What the screen's error bound needs of a query besides its head values.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct QueryNorms {
+    /// `‖x‖`.
+    pub(crate) norm: f64,
+    /// `‖x − xb‖` (rounded up) for the bfloat16 screen's rounded query `xb`; 0 for float32.
+    pub(crate) rounding: f64,
+}
 
 /// Number of independent float64 accumulators (four AVX2 registers).
 const LANES: usize = 16;

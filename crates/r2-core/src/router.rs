@@ -154,10 +154,14 @@ pub struct Router {
     /// And in bfloat16, when the CPU has AVX-512 BF16 (then the screen uses these).
     bf16: Option<kernel::Bf16Screen>,
     intercept: Vec<f64>,
-    /// Euclidean norm of each head's weights, for the error bound of the batch screen.
-    coef_norm: Vec<f64>,
+    /// The screen's error bound of every head.
+    error_terms: ErrorTerms,
     /// `budget · output price / 1e6` of every (model, limited budget), model-major.
     limited_cost: Vec<f64>,
+    /// Per head, its model's input price per token, and for a limited quality head the budget's
+    /// output cost (0 for the unlimited heads): the screen's cost of the head's option.
+    head_input_price: Vec<f64>,
+    head_budget_cost: Vec<f64>,
 }
 
 /// Checked λ and max cost, shared by both routing paths.
@@ -198,23 +202,25 @@ impl Router {
                 output_price_per_million: model.output_price_per_million,
             });
         }
-        let coef_norm = coef
-            .chunks_exact(dim)
-            .map(|row| {
-                row.iter()
-                    .map(|&w| f64::from(w) * f64::from(w))
-                    .sum::<f64>()
-                    .sqrt()
-            })
-            .collect();
         let packed = kernel::Packed::new(&coef, dim);
         let bf16 = kernel::Bf16Screen::new(&coef, dim);
+        let error_terms = ErrorTerms::new(&coef, &intercept, dim, bf16.as_ref().map(|b| b.error()));
         let limited_cost = infos
             .iter()
             .flat_map(|m| {
                 budgets
                     .iter()
                     .map(move |&b| f64::from(b) * m.output_price_per_million / 1e6)
+            })
+            .collect::<Vec<f64>>();
+        let b = budgets.len();
+        let head_input_price = (0..intercept.len())
+            .map(|h| infos[h / per_model].input_price_per_million / 1e6)
+            .collect();
+        let head_budget_cost = (0..intercept.len())
+            .map(|h| match h % per_model {
+                k if k < b => limited_cost[h / per_model * b + k],
+                _ => 0.0,
             })
             .collect();
         Ok(Self {
@@ -225,8 +231,10 @@ impl Router {
             bf16,
             coef,
             intercept,
-            coef_norm,
+            error_terms,
             limited_cost,
+            head_input_price,
+            head_budget_cost,
         })
     }
 
@@ -358,21 +366,22 @@ impl Router {
         if checked.ranked {
             return self.route_exact(0, embedding, input_tokens, &checked);
         }
-        // Screen in float32, then settle the few options that could still win in float64.
+        // Screen (bfloat16 where the CPU has it, else float32), then settle the few options that
+        // could still win in float64.
         let mut approx = vec![0.0f32; self.packed.padded_heads()];
-        let widen = match &self.bf16 {
-            Some(bf16) => {
-                let x_error = bf16.gemv(embedding, &mut Vec::new(), &mut approx);
-                Some((bf16.error(), x_error))
-            }
+        let norms = match &self.bf16 {
+            Some(bf16) => bf16.gemv(embedding, &mut Vec::new(), &mut approx),
             None => {
                 let x32: Vec<f32> = embedding.iter().map(|&v| v as f32).collect();
                 self.packed.gemv(&x32, &mut approx);
-                None
+                kernel::QueryNorms {
+                    norm: kernel::norm(embedding),
+                    rounding: 0.0,
+                }
             }
         };
         let approx = &approx[..self.head_count()];
-        match Screen::new(self).decide(approx, widen, embedding, input_tokens, &checked) {
+        match Screen::new(self).decide(approx, norms, embedding, input_tokens, &checked) {
             Some(choice) => Ok(Decision {
                 choice,
                 ranked: Vec::new(),
@@ -428,26 +437,34 @@ impl Router {
             return check_and_route(0, embeddings, input_tokens);
         }
         let per_thread = n.div_ceil(threads);
-        let results: Vec<Result<Vec<Decision>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = input_tokens
-                .chunks(per_thread)
-                .zip(embeddings.chunks(per_thread * self.dim))
-                .enumerate()
+        let mut parts = input_tokens
+            .chunks(per_thread)
+            .zip(embeddings.chunks(per_thread * self.dim))
+            .enumerate();
+        let Some((_, (first_tokens, first_xs))) = parts.next() else {
+            return Ok(Vec::new());
+        };
+        // The calling thread routes the first part while the spawned threads route the others.
+        let (first, rest): (_, Vec<Result<Vec<Decision>>>) = std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
                 .map(|(i, (tokens, xs))| {
                     let check_and_route = &check_and_route;
                     scope.spawn(move || check_and_route(i * per_thread, xs, tokens))
                 })
                 .collect();
-            handles
+            let first = check_and_route(0, first_xs, first_tokens);
+            let rest = handles
                 .into_iter()
                 .map(|h| {
                     h.join()
                         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
                 })
-                .collect()
+                .collect();
+            (first, rest)
         });
-        let mut decisions = Vec::with_capacity(n);
-        for part in results {
+        let mut decisions = first?;
+        decisions.reserve_exact(n - decisions.len());
+        for part in rest {
             decisions.extend(part?);
         }
         Ok(decisions)
@@ -670,35 +687,46 @@ impl Router {
         let padded = self.packed.padded_heads();
         let mut screen = Screen::new(self);
         let mut decisions = Vec::with_capacity(input_tokens.len());
-        let mut approx = vec![0.0f32; SCREEN_BLOCK.min(input_tokens.len()) * padded];
-        let mut scratch = Vec::new();
+        let block = SCREEN_BLOCK.min(input_tokens.len());
+        let mut approx = vec![0.0f32; block * padded];
+        let mut norms = vec![kernel::QueryNorms::default(); block];
+        let (mut scratch, mut scratch_bf16) = (Vec::new(), Vec::new());
         for (block, (xs, tokens)) in embeddings
             .chunks(SCREEN_BLOCK * self.dim)
             .zip(input_tokens.chunks(SCREEN_BLOCK))
             .enumerate()
         {
-            // Checked block by block, while the block is still in cache for the product below.
-            for (i, x) in xs.chunks_exact(self.dim).enumerate() {
-                self.check_embedding(first + block * SCREEN_BLOCK + i, x)?;
-            }
+            let first = first + block * SCREEN_BLOCK;
             let approx = &mut approx[..tokens.len() * padded];
+            let norms = &mut norms[..tokens.len()];
             // Row j of `approx` holds every head of query j (then the padding of the last panel).
-            // Always float32: the GEMM is bound by arithmetic, and bfloat16 dot products are no
-            // faster per element on the CPUs that have them, only less precise.
-            self.packed.gemm(xs, approx, &mut scratch);
-            for (j, ((x, &t), a)) in xs
+            match &self.bf16 {
+                Some(bf16) => {
+                    let ahead = &embeddings
+                        [((block + 1) * SCREEN_BLOCK * self.dim).min(embeddings.len())..];
+                    bf16.gemm(xs, ahead, approx, norms, &mut scratch_bf16)
+                }
+                None => self.packed.gemm(xs, approx, norms, &mut scratch),
+            }
+            // A finite norm means every value is finite: only the others need the full check.
+            for (i, (x, n)) in xs.chunks_exact(self.dim).zip(norms.iter()).enumerate() {
+                if !n.norm.is_finite() {
+                    self.check_embedding(first + i, x)?;
+                }
+            }
+            for (j, (((x, &t), a), &norms)) in xs
                 .chunks_exact(self.dim)
                 .zip(tokens)
                 .zip(approx.chunks_exact(padded))
+                .zip(norms.iter())
                 .enumerate()
             {
-                let query = first + block * SCREEN_BLOCK + j;
-                let decision = match screen.decide(&a[..heads], None, x, t, checked) {
+                let decision = match screen.decide(&a[..heads], norms, x, t, checked) {
                     Some(choice) => Decision {
                         choice,
                         ranked: Vec::new(),
                     },
-                    None => self.route_exact(query, x, t, checked)?,
+                    None => self.route_exact(first + j, x, t, checked)?,
                 };
                 decisions.push(decision);
             }
@@ -772,76 +800,109 @@ struct Screened {
     within_cap: Option<bool>,
 }
 
+/// How far the screen's value of each head can be from the exact float64 path's, as a linear form
+/// of the query's norms: `per_norm[h]·‖x‖ + per_rounding[h]·‖x − xb‖ + constant[h]`.
+///
+/// For a float32 screen that is `γ·(‖w‖·‖x‖ + |b|)` (both paths' rounding, whatever the order of
+/// the sums; `γ = γ₃₂ + γ₆₄` for sums of `dim + 2` terms, with a margin). For a bfloat16 one, with
+/// `d = ‖w − wb‖` and `‖wb‖ ≤ ‖w‖ + d`: `γ·(‖wb‖·(‖x‖ + ‖x − xb‖) + |b|) + d·‖x‖ + ‖wb‖·‖x − xb‖`
+/// (`kernel::bf16`).
+#[derive(Debug, Clone)]
+struct ErrorTerms {
+    per_norm: Vec<f64>,
+    per_rounding: Vec<f64>,
+    constant: Vec<f64>,
+}
+
+impl ErrorTerms {
+    /// The terms of row-major `[heads, dim]` weights; `bf16_error` is `‖w − wb‖` per head when the
+    /// screen is bfloat16.
+    fn new(coef: &[f32], intercept: &[f64], dim: usize, bf16_error: Option<&[f64]>) -> Self {
+        let n = (dim + 2) as f64;
+        let gamma = |unit: f64| n * unit / (1.0 - n * unit);
+        let gamma = 1.01 * (gamma(f64::from(f32::EPSILON) / 2.0) + gamma(f64::EPSILON / 2.0));
+        let heads = intercept.len();
+        let mut terms = Self {
+            per_norm: Vec::with_capacity(heads),
+            per_rounding: Vec::with_capacity(heads),
+            constant: Vec::with_capacity(heads),
+        };
+        for (h, (row, &b)) in coef.chunks_exact(dim).zip(intercept).enumerate() {
+            let w_norm = row
+                .iter()
+                .map(|&w| f64::from(w) * f64::from(w))
+                .sum::<f64>()
+                .sqrt();
+            let (per_norm, per_rounding, constant) = match bf16_error {
+                None => (gamma * w_norm, 0.0, gamma * b.abs()),
+                Some(error) => {
+                    let d = error[h];
+                    let wb_norm = w_norm + d;
+                    (
+                        gamma * wb_norm + d,
+                        gamma * wb_norm + wb_norm,
+                        gamma * b.abs() + 1e-30,
+                    )
+                }
+            };
+            terms.per_norm.push(per_norm);
+            terms.per_rounding.push(per_rounding);
+            terms.constant.push(constant);
+        }
+        terms
+    }
+
+    #[inline(always)]
+    fn bound(&self, h: usize, x: kernel::QueryNorms) -> f64 {
+        self.per_norm[h] * x.norm + self.per_rounding[h] * x.rounding + self.constant[h]
+    }
+}
+
 /// Scratch space of the batch path, reused across the queries of one thread.
 struct Screen<'r> {
     router: &'r Router,
-    /// `(γ₃₂ + γ₆₄)` for sums of `dim + 2` terms, with a margin.
-    gamma: f64,
     options: Vec<Screened>,
     exact: Vec<f64>,
     refined: Vec<bool>,
-    /// Upper risk bound of every option (the fast path), in pool order.
+    /// The fast path's upper and lower risk bounds of every option, at its quality head.
     upper: Vec<f64>,
-    /// Heads marked in `refined` for the current query (the fast path resets only these).
+    lower: Vec<f64>,
+    /// The fast path's options that may still win, by their quality head.
     marked: Vec<usize>,
-    /// Per head, the bound on the screen's error for the current query (`head_error`).
-    error: Vec<f64>,
 }
 
 impl<'r> Screen<'r> {
     fn new(router: &'r Router) -> Self {
-        let n = (router.dim + 2) as f64;
-        let gamma = |unit: f64| n * unit / (1.0 - n * unit);
         Self {
             router,
-            gamma: 1.01 * (gamma(f64::from(f32::EPSILON) / 2.0) + gamma(f64::EPSILON / 2.0)),
             options: Vec::with_capacity(router.option_count()),
             exact: vec![0.0; router.head_count()],
             refined: vec![false; router.head_count()],
-            upper: vec![0.0; router.option_count()],
+            upper: vec![0.0; router.head_count()],
+            lower: vec![0.0; router.head_count()],
             marked: Vec::with_capacity(router.head_count()),
-            error: vec![0.0; router.head_count()],
         }
     }
 
     /// [`Screen::decide_general`], with the common case (no candidate set, no cost cap) on a
-    /// faster path that gives the same decision.
-    ///
-    /// `widen`: for a bfloat16 screen, `‖w − wb‖` per head and `‖x − xb‖` (see `kernel::bf16`).
+    /// faster path that gives the same decision. `norms` are those of `x` the screen returned.
     fn decide(
         &mut self,
         approx: &[f32],
-        widen: Option<(&[f64], f64)>,
+        norms: kernel::QueryNorms,
         x: &[f64],
         input_tokens: u64,
         checked: &Checked,
     ) -> Option<RouteOption> {
-        if checked.candidates.is_none() && checked.max_cost.is_none() {
-            self.decide_all(approx, widen, x, input_tokens, checked.lambda)
-        } else {
-            self.decide_general(approx, widen, x, input_tokens, checked)
+        // The error bounds hold only for finite values; the exact path names what overflowed.
+        let finite = approx.iter().fold(true, |ok, v| ok & v.is_finite());
+        if !(finite && norms.norm.is_finite() && norms.rounding.is_finite()) {
+            return None;
         }
-    }
-
-    /// How far the screen's value of head `h` can be from the exact float64 path's: `γ·(‖w‖·‖x‖ +
-    /// |b|)` for a float32 screen (both paths' rounding, whatever the order of the sums); for a
-    /// bfloat16 one, `γ` over the rounded vectors plus the two roundings' own error.
-    #[inline(always)]
-    fn head_error(
-        router: &Router,
-        gamma: f64,
-        h: usize,
-        x_norm: f64,
-        widen: Option<(&[f64], f64)>,
-    ) -> f64 {
-        let (w_norm, b) = (router.coef_norm[h], router.intercept[h].abs());
-        match widen {
-            None => gamma * (w_norm * x_norm + b),
-            Some((w_error, x_error)) => {
-                let d = w_error[h];
-                let wb_norm = w_norm + d;
-                gamma * (wb_norm * (x_norm + x_error) + b) + d * x_norm + wb_norm * x_error + 1e-30
-            }
+        if checked.candidates.is_none() && checked.max_cost.is_none() {
+            self.decide_all(approx, norms, x, input_tokens, checked.lambda)
+        } else {
+            self.decide_general(approx, norms, x, input_tokens, checked)
         }
     }
 
@@ -851,7 +912,7 @@ impl<'r> Screen<'r> {
     fn decide_all(
         &mut self,
         approx: &[f32],
-        widen: Option<(&[f64], f64)>,
+        norms: kernel::QueryNorms,
         x: &[f64],
         input_tokens: u64,
         lambda: f64,
@@ -859,106 +920,58 @@ impl<'r> Screen<'r> {
         let router = self.router;
         let b = router.budgets.len();
         let per_model = b + 2;
-        let x_norm = kernel::norm(x);
-        if !x_norm.is_finite() || !approx.iter().fold(true, |ok, v| ok & v.is_finite()) {
+        let terms = &router.error_terms;
+        let keep = 1.0 - lambda;
+        let tokens = input_tokens as f64;
+        // Every head's bounds as if it were the quality head of a limited budget, in one flat pass
+        // (the unlimited options' heads are put right below).
+        let flat = FlatBounds {
+            approx,
+            norms,
+            tokens,
+            lambda,
+        };
+        flat.run(router, &mut self.upper, &mut self.lower);
+        // Unlimited: quality and predicted tokens (so the cost) are both approximate. The option
+        // takes its quality head's place; the token head is no option.
+        for (m, model) in router.models.iter().enumerate() {
+            let (q, t) = (m * per_model + b, m * per_model + b + 1);
+            let value = |h: usize| f64::from(approx[h]) + router.intercept[h];
+            let error = |h: usize| terms.bound(h, norms);
+            let input_cost = tokens * model.input_price_per_million / 1e6;
+            let predicted = value(t).max(0.0);
+            let cost = input_cost + predicted * model.output_price_per_million / 1e6;
+            let cost_slack = model.output_price_per_million / 1e6 * error(t) + 1e-15 * cost;
+            let risk = keep * value(q).clamp(0.0, 1.0) - lambda * cost;
+            let slack = keep * error(q) + lambda * cost_slack + 1e-14 * (1.0 + risk.abs() + cost);
+            (self.upper[q], self.lower[q]) = (risk + slack, risk - slack);
+            (self.upper[t], self.lower[t]) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        }
+        let floor = max(&self.lower);
+        if !floor.is_finite() {
             return None;
         }
-        let gamma = self.gamma;
-        match widen {
-            None => {
-                for ((e, &w_norm), &icpt) in self
-                    .error
-                    .iter_mut()
-                    .zip(&router.coef_norm)
-                    .zip(&router.intercept)
-                {
-                    *e = gamma * (w_norm * x_norm + icpt.abs());
-                }
-            }
-            Some(_) => {
-                for (h, e) in self.error.iter_mut().enumerate() {
-                    *e = Self::head_error(router, gamma, h, x_norm, widen);
-                }
-            }
-        }
-        let keep = 1.0 - lambda;
-        let mut floor = f64::NEG_INFINITY;
-        for (m, model) in router.models.iter().enumerate() {
-            let base = m * per_model;
-            let input_cost = input_tokens as f64 * model.input_price_per_million / 1e6;
-            let heads = base..base + per_model;
-            let (a, icpt) = (&approx[heads.clone()], &router.intercept[heads.clone()]);
-            let errors = &self.error[heads];
-            let upper = &mut self.upper[m * (b + 1)..(m + 1) * (b + 1)];
-            let costs = &router.limited_cost[m * b..(m + 1) * b];
-            // Flat slices of one length: no bounds checks, one floor per model (short chains).
-            let mut model_floor = f64::NEG_INFINITY;
-            for ((((u, &a), &icpt), &error), &c) in upper[..b]
-                .iter_mut()
-                .zip(&a[..b])
-                .zip(&icpt[..b])
-                .zip(&errors[..b])
-                .zip(costs)
-            {
-                let cost = input_cost + c;
-                let value = f64::from(a) + icpt;
-                let risk = keep * value.clamp(0.0, 1.0) - lambda * cost;
-                let slack = keep * error + 1e-14 * (1.0 + risk.abs() + cost);
-                model_floor = model_floor.max(risk - slack);
-                *u = risk + slack;
-            }
-            floor = floor.max(model_floor);
-            let (q, t) = (b, b + 1);
-            let error = |h: usize| errors[h];
-            let tokens = (f64::from(a[t]) + icpt[t]).max(0.0);
-            let cost = input_cost + tokens * model.output_price_per_million / 1e6;
-            let cost_slack = model.output_price_per_million / 1e6 * error(t) + 1e-15 * cost;
-            let risk = keep * (f64::from(a[q]) + icpt[q]).clamp(0.0, 1.0) - lambda * cost;
-            let slack = keep * error(q) + lambda * cost_slack + 1e-14 * (1.0 + risk.abs() + cost);
-            floor = floor.max(risk - slack);
-            upper[b] = risk + slack;
-        }
 
-        // The heads of every option that may still win; give up when that is most of them.
-        for &h in &self.marked {
-            self.refined[h] = false;
-        }
+        // The options that may still win (by their quality head, in pool order); give up when
+        // their heads are most of them. No two options share a head.
         self.marked.clear();
-        for (o, _) in self.upper.iter().enumerate().filter(|(_, &u)| u >= floor) {
-            let (m, k) = (o / (b + 1), o % (b + 1));
-            let base = m * per_model;
-            let heads: &[usize] = if k == b {
-                &[base + b, base + b + 1]
-            } else {
-                &[base + k]
-            };
-            for &h in heads {
-                if !self.refined[h] {
-                    self.refined[h] = true;
-                    self.marked.push(h);
-                }
+        for (h, &u) in self.upper.iter().enumerate() {
+            if u >= floor {
+                self.marked.push(h);
             }
         }
-        if self.marked.len() * 4 > router.head_count() {
+        let unlimited = self.marked.iter().filter(|&&h| h % per_model == b).count();
+        if (self.marked.len() + unlimited) * 4 > router.head_count() {
             return None;
         }
         let dim = router.dim;
-        for &h in &self.marked {
-            self.exact[h] =
-                kernel::dot(&router.coef[h * dim..(h + 1) * dim], x) + router.intercept[h];
-        }
+        let exact =
+            |h: usize| kernel::dot(&router.coef[h * dim..(h + 1) * dim], x) + router.intercept[h];
         let mut best: Option<RouteOption> = None;
-        for (o, _) in self.upper.iter().enumerate().filter(|(_, &u)| u >= floor) {
-            let (m, k) = (o / (b + 1), o % (b + 1));
-            let base = m * per_model;
-            let opt = router.option(
-                m,
-                k,
-                self.exact[base + k],
-                self.exact[base + b + 1],
-                input_tokens,
-                lambda,
-            );
+        for &h in &self.marked {
+            let (m, k) = (h / per_model, h % per_model);
+            let token_head = if k == b { exact(h + 1) } else { 0.0 };
+            let opt = router.option(m, k, exact(h), token_head, input_tokens, lambda);
             if best.is_none_or(|best| opt.risk > best.risk) {
                 best = Some(opt);
             }
@@ -976,7 +989,7 @@ impl<'r> Screen<'r> {
     fn decide_general(
         &mut self,
         approx: &[f32],
-        widen: Option<(&[f64], f64)>,
+        norms: kernel::QueryNorms,
         x: &[f64],
         input_tokens: u64,
         checked: &Checked,
@@ -985,13 +998,7 @@ impl<'r> Screen<'r> {
         let b = router.budgets.len();
         let per_model = b + 2;
         let lambda = checked.lambda;
-        let x_norm = kernel::norm(x);
-        // The error bounds hold only for finite values; the exact path names what overflowed.
-        if !x_norm.is_finite() || !approx.iter().fold(true, |ok, v| ok & v.is_finite()) {
-            return None;
-        }
-        let gamma = self.gamma;
-        let head_error = |h: usize| Self::head_error(router, gamma, h, x_norm, widen);
+        let head_error = |h: usize| router.error_terms.bound(h, norms);
         let value = |h: usize| f64::from(approx[h]) + router.intercept[h];
         let keep = 1.0 - lambda;
         // The last term of each slack covers the rounding of the risk formula on both paths.
@@ -1094,5 +1101,198 @@ impl<'r> Screen<'r> {
             }
         }
         best
+    }
+}
+
+/// The screen's fast path's first pass: upper and lower risk bounds of every head of one query as
+/// the quality head of a limited budget.
+struct FlatBounds<'a> {
+    approx: &'a [f32],
+    norms: kernel::QueryNorms,
+    tokens: f64,
+    lambda: f64,
+}
+
+impl FlatBounds<'_> {
+    /// Built for the widest vectors this CPU has (the same arithmetic, only more lanes at a time).
+    fn run(&self, router: &Router, upper: &mut [f64], lower: &mut [f64]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has just been checked for the feature this build requires.
+                return unsafe { self.run_avx512(router, upper, lower) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: as above.
+                return unsafe { self.run_avx2(router, upper, lower) };
+            }
+        }
+        self.run_any(router, upper, lower)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_avx512(&self, router: &Router, upper: &mut [f64], lower: &mut [f64]) {
+        self.run_any(router, upper, lower)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_avx2(&self, router: &Router, upper: &mut [f64], lower: &mut [f64]) {
+        self.run_any(router, upper, lower)
+    }
+
+    #[inline(always)]
+    fn run_any(&self, router: &Router, upper: &mut [f64], lower: &mut [f64]) {
+        let (norms, tokens, lambda) = (self.norms, self.tokens, self.lambda);
+        let keep = 1.0 - lambda;
+        let terms = &router.error_terms;
+        for (((((((u, l), &a), &icpt), &n), &r), &c), (&input_price, &budget_cost)) in upper
+            .iter_mut()
+            .zip(lower.iter_mut())
+            .zip(self.approx)
+            .zip(&router.intercept)
+            .zip(&terms.per_norm)
+            .zip(&terms.per_rounding)
+            .zip(&terms.constant)
+            .zip(router.head_input_price.iter().zip(&router.head_budget_cost))
+        {
+            let error = n * norms.norm + r * norms.rounding + c;
+            let cost = tokens * input_price + budget_cost;
+            let risk = keep * (f64::from(a) + icpt).clamp(0.0, 1.0) - lambda * cost;
+            let slack = keep * error + 1e-14 * (1.0 + risk.abs() + cost);
+            *u = risk + slack;
+            *l = risk - slack;
+        }
+    }
+}
+
+/// The largest of `values` (finite, or −∞), with independent lanes rather than one chain.
+fn max(values: &[f64]) -> f64 {
+    const LANES: usize = 8;
+    let mut lanes = [f64::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+    for c in chunks {
+        for i in 0..LANES {
+            lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+        }
+    }
+    lanes.iter().fold(tail, |m, &v| m.max(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A router of `models` models with random heads (quality near 0.5, tokens near 400).
+    fn random_router(seed: u64, dim: usize, budgets: &[u32], models: usize) -> Router {
+        let mut state = seed;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        let per_model = budgets.len() + 2;
+        let heads = (0..models)
+            .map(|m| {
+                let scale = |k: usize| if k + 1 == per_model { 300.0 } else { 0.4 };
+                let base = |k: usize| if k + 1 == per_model { 400.0 } else { 0.5 };
+                ModelHeads {
+                    name: format!("model-{m}"),
+                    input_price_per_million: 0.5 + 0.4 * next(),
+                    output_price_per_million: 2.0 + next(),
+                    coef: (0..per_model * dim)
+                        .map(|i| (next() * scale(i / dim)) as f32)
+                        .collect(),
+                    intercept: (0..per_model)
+                        .map(|k| (base(k) + next() * scale(k) / 2.0) as f32)
+                        .collect(),
+                }
+            })
+            .collect();
+        Router::new(dim, budgets.to_vec(), heads).unwrap()
+    }
+
+    /// Every build of the flat pass gives the portable build's bounds, bit for bit.
+    #[test]
+    fn the_flat_bounds_are_the_same_in_every_build() {
+        let router = random_router(11, 24, &[10, 100, 1000, 5000], 7);
+        let heads = router.head_count();
+        let approx: Vec<f32> = (0..heads).map(|h| (h as f32 * 0.61).sin() * 0.9).collect();
+        let flat = FlatBounds {
+            approx: &approx,
+            norms: kernel::QueryNorms {
+                norm: 1.3,
+                rounding: 0.004,
+            },
+            tokens: 321.0,
+            lambda: 0.7,
+        };
+        let (mut upper, mut lower) = (vec![0.0; heads], vec![0.0; heads]);
+        flat.run_any(&router, &mut upper, &mut lower);
+        let mut builds: Vec<(&str, Vec<f64>, Vec<f64>)> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (mut u, mut l) = (vec![0.0; heads], vec![0.0; heads]);
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                unsafe { flat.run_avx2(&router, &mut u, &mut l) };
+                builds.push(("avx2", u.clone(), l.clone()));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                unsafe { flat.run_avx512(&router, &mut u, &mut l) };
+                builds.push(("avx512", u, l));
+            }
+        }
+        for (name, u, l) in builds {
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&u), bits(&upper), "{name}");
+            assert_eq!(bits(&l), bits(&lower), "{name}");
+        }
+    }
+
+    /// The batch path on every screen this CPU runs (the float32 kernels too, which the router
+    /// does not choose where bfloat16 is available) gives the exact path's decisions.
+    #[test]
+    fn every_screen_gives_the_exact_decisions() {
+        let dim = 40;
+        let router = random_router(7, dim, &[10, 100, 1000], 5);
+        let mut screens = vec![router.clone()];
+        for isa in kernel::Isa::available() {
+            let mut r = router.clone();
+            r.packed = kernel::Packed::with_isa(&r.coef, dim, isa);
+            r.bf16 = None;
+            r.error_terms = ErrorTerms::new(&r.coef, &r.intercept, dim, None);
+            screens.push(r);
+        }
+        let n = 61;
+        let xs: Vec<f64> = (0..n * dim)
+            .map(|i| f64::from(((i as f32) * 0.377).sin() / (dim as f32).sqrt()))
+            .collect();
+        let tokens: Vec<u64> = (0..n as u64).map(|i| i * 53 % 2000).collect();
+        for lambda in [0.0, 0.5, 0.99, 0.99999, 1.0] {
+            for params in [
+                RouteParams::new(lambda),
+                RouteParams::new(lambda).with_max_cost(0.003),
+            ] {
+                let checked = router.checked(&params).unwrap();
+                let exact: Vec<_> = xs
+                    .chunks_exact(dim)
+                    .zip(&tokens)
+                    .enumerate()
+                    .map(|(i, (x, &t))| router.route_exact(i, x, t, &checked).unwrap())
+                    .collect();
+                for (s, screen) in screens.iter().enumerate() {
+                    let batch = screen.route_batch(&xs, &tokens, &params).unwrap();
+                    assert_eq!(batch, exact, "screen {s}, {params:?}");
+                }
+            }
+        }
     }
 }

@@ -17,9 +17,13 @@
 //! + j]` for head `p·PANEL + j`. An odd `dim` is padded with a zero weight.
 
 use super::screen::PANEL;
+use super::QueryNorms;
 
 /// Panels of the GEMV done together (4 panels × 2 accumulators = 8 chains).
 const GROUP: usize = 4;
+
+/// Queries per tile of the GEMM (2 panels × 12 queries = 24 accumulators of 32 registers).
+const TILE: usize = 12;
 
 /// bfloat16 bits of `v`: round to nearest even, values below the normal range to (signed) zero.
 pub(crate) fn bf16_bits(v: f32) -> u16 {
@@ -102,41 +106,120 @@ impl Bf16Screen {
         &self.error
     }
 
-    /// The screen of one query: `out[h] ≈ w[h]·x`, and the returned `‖x − xb‖` (rounded up).
+    /// The screen of one query: `out[h] ≈ w[h]·x`, and the query's norms (`‖x − xb‖` rounded up).
     /// `x` is `dim` long, `out` [`Bf16Screen::padded_heads`]; `xb` is scratch.
-    pub(crate) fn gemv(&self, x: &[f64], xb: &mut Vec<u32>, out: &mut [f32]) -> f64 {
+    pub(crate) fn gemv(&self, x: &[f64], xb: &mut Vec<u32>, out: &mut [f32]) -> QueryNorms {
         assert!(x.len() == self.dim && out.len() == self.padded_heads());
         xb.clear();
         xb.resize(self.pairs, 0);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as below (AVX-512F); `xb` holds `pairs = ⌈dim / 2⌉` words.
-        let err = unsafe { x86::round_pairs(x, xb) };
+        let norms = unsafe { x86::round_pairs(x, xb) };
         #[cfg(not(target_arch = "x86_64"))]
-        let err = round_pairs(x, xb);
+        let norms = round_pairs(x, xb);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Bf16Screen` is only built when the CPU has AVX-512F and AVX-512 BF16 (`new`);
         // the lengths were checked above.
         unsafe {
             x86::gemv(&self.data, self.pairs, self.panels, xb, out)
         };
-        err
+        norms
+    }
+
+    /// The screen of `n = xs.len() / dim` queries (float64, row-major): `out[q·padded + h] ≈
+    /// w[h]·x_q` and `norms[q]`, as [`Bf16Screen::gemv`]'s. `out` holds `n ×`
+    /// [`Bf16Screen::padded_heads`] floats, `norms` `n`; `scratch` is reused between calls.
+    /// `ahead` are the queries the caller screens next: while a tile is multiplied, the next one is
+    /// fetched into the cache.
+    pub(crate) fn gemm(
+        &self,
+        xs: &[f64],
+        ahead: &[f64],
+        out: &mut [f32],
+        norms: &mut [QueryNorms],
+        scratch: &mut Vec<u32>,
+    ) {
+        let dim = self.dim;
+        let n = xs.len() / dim;
+        let padded = self.padded_heads();
+        assert!(xs.len() == n * dim && out.len() == n * padded && norms.len() == n);
+        // One tile of queries at a time, in rows of pairs `stride` words apart, zeros past the end.
+        let stride = tile_stride(self.pairs);
+        let all = xs;
+        for (t, ((xs, out), norms)) in all
+            .chunks(TILE * dim)
+            .zip(out.chunks_mut(TILE * padded))
+            .zip(norms.chunks_mut(TILE))
+            .enumerate()
+        {
+            let q_n = xs.len() / dim;
+            let next = match all.get((t + 1) * TILE * dim..) {
+                Some(rest) if !rest.is_empty() => rest,
+                _ => ahead,
+            };
+            let next = &next[..next.len().min(TILE * dim)];
+            if q_n == 1 {
+                // The GEMV: a tile would also compute `TILE - 1` queries of zeros.
+                norms[0] = self.gemv(xs, scratch, out);
+                continue;
+            }
+            scratch.resize(stride * TILE, 0);
+            scratch[q_n * stride..].fill(0);
+            for ((row, x), e) in scratch
+                .chunks_exact_mut(stride)
+                .zip(xs.chunks_exact(dim))
+                .zip(norms.iter_mut())
+            {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as in `gemv`; the row's first `pairs` words are `⌈dim / 2⌉`.
+                {
+                    *e = unsafe { x86::round_pairs(x, &mut row[..self.pairs]) };
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    *e = round_pairs(x, &mut row[..self.pairs]);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `gemv`; `scratch` holds `TILE` rows of `stride ≥ pairs` words, `out`
+            // room for `q_n ≤ TILE` rows of `padded` floats.
+            unsafe {
+                x86::gemm_tile(
+                    &self.data,
+                    self.pairs,
+                    self.panels,
+                    scratch,
+                    stride,
+                    q_n,
+                    out,
+                    next,
+                )
+            };
+        }
     }
 }
 
-/// Rounds `x` to bfloat16 pairs into `dst` (zeros past the end of `x`) and returns `‖x − xb‖`,
-/// rounded up.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn round_pairs(x: &[f64], dst: &mut [u32]) -> f64 {
-    finish_error(round_pairs_from(x, dst, 0.0))
+/// Words between the rows of a tile: `pairs` rounded up to 16, plus 16, so that the rows never lie
+/// a multiple of 4 KiB apart (they would share L1 sets and evict each other).
+fn tile_stride(pairs: usize) -> usize {
+    pairs.next_multiple_of(16) + 16
 }
 
-/// [`round_pairs`] of the values of `x` from pair `dst`'s first word on, adding their squared
-/// errors to `sq`; returns the sum.
-fn round_pairs_from(x: &[f64], dst: &mut [u32], mut sq: f64) -> f64 {
+/// Rounds `x` to bfloat16 pairs into `dst` (zeros past the end of `x`) and returns `‖x‖` and
+/// `‖x − xb‖`, rounded up.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn round_pairs(x: &[f64], dst: &mut [u32]) -> QueryNorms {
+    finish(round_pairs_from(x, dst, [0.0; 2]))
+}
+
+/// [`round_pairs`] of the values of `x` from pair `dst`'s first word on, adding their squares
+/// and squared errors to `sq`; returns the sums.
+fn round_pairs_from(x: &[f64], dst: &mut [u32], mut sq: [f64; 2]) -> [f64; 2] {
     let mut round = |v: f64| {
         let b = bf16_bits(v as f32);
         let d = v - f64::from(bf16_value(b));
-        sq += d * d;
+        sq[0] += v * v;
+        sq[1] += d * d;
         u32::from(b)
     };
     let (pairs, tail) = x.split_at(x.len() / 2 * 2);
@@ -155,10 +238,13 @@ fn round_pairs_from(x: &[f64], dst: &mut [u32], mut sq: f64) -> f64 {
     sq
 }
 
-/// `√sq`, rounded up. A NaN or infinity makes the error NaN or infinite, and the screen then gives
-/// up.
-fn finish_error(sq: f64) -> f64 {
-    sq.sqrt() * (1.0 + 1e-9)
+/// The norms from the sums of squares `[Σx², Σ(x − xb)²]`, the error rounded up. A NaN or infinity
+/// in `x` makes both NaN or infinite, and the screen then gives up.
+fn finish([norm, error]: [f64; 2]) -> QueryNorms {
+    QueryNorms {
+        norm: norm.sqrt(),
+        rounding: error.sqrt() * (1.0 + 1e-9),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -168,8 +254,11 @@ mod x86 {
     //! panel.
     // Register tiles are indexed by (panel, query): index loops say what each register holds.
     #![allow(clippy::needless_range_loop)]
-    use super::{finish_error, round_pairs_from, GROUP, PANEL};
+    use super::{finish, round_pairs_from, QueryNorms, GROUP, PANEL, TILE};
     use std::arch::x86_64::*;
+
+    /// Float64 values per cache line.
+    const LINE: usize = 64 / std::mem::size_of::<f64>();
 
     /// [`super::round_pairs`], 16 values at a time: the same words (round to nearest even,
     /// subnormals to signed zero, NaN quieted) and the same error up to the order of its sum.
@@ -177,7 +266,7 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX-512F; `dst.len() == ⌈x.len() / 2⌉`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn round_pairs(x: &[f64], dst: &mut [u32]) -> f64 {
+    pub(super) unsafe fn round_pairs(x: &[f64], dst: &mut [u32]) -> QueryNorms {
         debug_assert_eq!(dst.len(), x.len().div_ceil(2));
         let chunks = x.len() / 16;
         let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
@@ -189,7 +278,7 @@ mod x86 {
             _mm512_set1_epi32(0x8000),
             _mm512_set1_epi32(0x40),
         );
-        let mut sq = _mm512_setzero_pd();
+        let (mut sq, mut norm) = (_mm512_setzero_pd(), _mm512_setzero_pd());
         for c in 0..chunks {
             let p = x.as_ptr().add(16 * c);
             let (d0, d1) = (_mm512_loadu_pd(p), _mm512_loadu_pd(p.add(8)));
@@ -211,13 +300,14 @@ mod x86 {
             let v1 = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm512_extracti64x4_epi64::<1>(values)));
             let (e0, e1) = (_mm512_sub_pd(d0, v0), _mm512_sub_pd(d1, v1));
             sq = _mm512_fmadd_pd(e0, e0, _mm512_fmadd_pd(e1, e1, sq));
+            norm = _mm512_fmadd_pd(d0, d0, _mm512_fmadd_pd(d1, d1, norm));
         }
         let sq = round_pairs_from(
             &x[16 * chunks..],
             &mut dst[8 * chunks..],
-            _mm512_reduce_add_pd(sq),
+            [_mm512_reduce_add_pd(norm), _mm512_reduce_add_pd(sq)],
         );
-        finish_error(sq)
+        finish(sq)
     }
 
     #[inline(always)]
@@ -292,6 +382,93 @@ mod x86 {
             );
         }
     }
+
+    /// One tile of `TILE` queries (`q_n` of them real) against every panel, two panels at a
+    /// time: 24 accumulators, one chain per (head, query) over all pairs. Meanwhile the float64
+    /// rows of `next` are prefetched a line per pair, so the next tile's rounding finds them in
+    /// cache instead of waiting on memory.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn gemm_tile(
+        data: &[u32],
+        pairs: usize,
+        panels: usize,
+        xr: &[u32],
+        stride: usize,
+        q_n: usize,
+        out: &mut [f32],
+        next: &[f64],
+    ) {
+        debug_assert!(data.len() == panels * pairs * PANEL);
+        debug_assert!(xr.len() == stride * TILE && stride >= pairs && q_n <= TILE);
+        debug_assert!(out.len() >= q_n * panels * PANEL);
+        // The cache lines of `next`, shared out among the blocks of panels.
+        let lines = next.len().div_ceil(LINE);
+        let per_block = lines.div_ceil(panels.div_ceil(2));
+        let fetch = |first: usize| {
+            let start = (first / 2 * per_block).min(lines);
+            let count = per_block.min(lines - start);
+            (next.as_ptr().wrapping_add(start * LINE), count)
+        };
+        let mut p = 0;
+        while p < panels {
+            let ahead = fetch(p);
+            if p + 2 <= panels {
+                gemm_block::<2>(data, pairs, panels, p, xr, stride, q_n, out, ahead);
+                p += 2;
+            } else {
+                gemm_block::<1>(data, pairs, panels, p, xr, stride, q_n, out, ahead);
+                p += 1;
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_block<const G: usize>(
+        data: &[u32],
+        pairs: usize,
+        panels: usize,
+        first: usize,
+        xr: &[u32],
+        stride: usize,
+        q_n: usize,
+        out: &mut [f32],
+        (ahead, lines): (*const f64, usize),
+    ) {
+        let w = data.as_ptr().add(first * pairs * PANEL);
+        let x = xr.as_ptr();
+        let mut acc = [[_mm512_setzero_ps(); TILE]; G];
+        for i in 0..pairs {
+            if i < lines {
+                // A hint: a prefetch never faults, whatever the address.
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(LINE * i).cast());
+            }
+            let mut wv = [splat(0); G];
+            for g in 0..G {
+                // SAFETY: panel first + g, pair row i < pairs.
+                wv[g] = load(w.add((g * pairs + i) * PANEL));
+            }
+            for q in 0..TILE {
+                // SAFETY: xr holds TILE rows of stride ≥ pairs words.
+                let xq = splat(*x.add(q * stride + i));
+                for g in 0..G {
+                    acc[g][q] = _mm512_dpbf16_ps(acc[g][q], wv[g], xq);
+                }
+            }
+        }
+        let padded = panels * PANEL;
+        for q in 0..q_n {
+            for g in 0..G {
+                // SAFETY: out holds q_n rows of `padded` floats; panel first + g < panels.
+                _mm512_storeu_ps(
+                    out.as_mut_ptr().add(q * padded + (first + g) * PANEL),
+                    acc[g][q],
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -358,13 +535,21 @@ mod tests {
                             "{len} [{i}]"
                         );
                     }
-                    if expected.is_finite() {
-                        assert!(
-                            (got - expected).abs() <= 1e-12 * expected,
-                            "{got} vs {expected}"
-                        );
-                    } else {
-                        assert!(!got.is_finite());
+                    for (got, expected) in
+                        [(got.norm, expected.norm), (got.rounding, expected.rounding)]
+                    {
+                        if expected.is_finite() {
+                            assert!(
+                                (got - expected).abs() <= 1e-12 * expected,
+                                "{got} vs {expected}"
+                            );
+                        } else {
+                            assert!(!got.is_finite());
+                        }
+                    }
+                    if !with_special {
+                        let norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+                        assert!((got.norm - norm).abs() <= 1e-12 * norm, "{len}");
                     }
                 }
             }
@@ -384,11 +569,17 @@ mod tests {
                     return; // no AVX-512 BF16 on this CPU
                 };
                 let padded = screen.padded_heads();
-                for n in [1, 3] {
+                for n in [1, 3, 12, 13, 25] {
                     let xs: Vec<f64> = (0..n * dim).map(|i| ((i as f64) * 0.37).cos()).collect();
+                    let mut all = vec![f32::NAN; n * padded];
+                    let mut all_norms = vec![QueryNorms::default(); n];
+                    screen.gemm(&xs, &[], &mut all, &mut all_norms, &mut Vec::new());
                     for (q, x) in xs.chunks_exact(dim).enumerate() {
                         let mut one = vec![f32::NAN; padded];
-                        let ex = screen.gemv(x, &mut Vec::new(), &mut one);
+                        let norms = screen.gemv(x, &mut Vec::new(), &mut one);
+                        assert_eq!(norms, all_norms[q], "dim {dim} n {n} q {q}");
+                        let ex = norms.rounding;
+                        let tiled = &all[q * padded..(q + 1) * padded];
                         let x_norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
                         for (h, w) in coef.chunks_exact(dim).enumerate() {
                             let exact: f64 = w.iter().zip(x).map(|(&a, b)| f64::from(a) * b).sum();
@@ -402,15 +593,17 @@ mod tests {
                                 + d * x_norm
                                 + (w_norm + d) * ex
                                 + 1e-30;
-                            let got = one[h];
-                            let err = (f64::from(got) - exact).abs();
-                            assert!(
-                                err <= bound,
-                                "dim {dim} heads {heads} q {q} h {h}: {got} vs {exact} (bound {bound})"
-                            );
+                            for (kernel, got) in [("gemv", one[h]), ("gemm", tiled[h])] {
+                                let err = (f64::from(got) - exact).abs();
+                                assert!(
+                                    err <= bound,
+                                    "{kernel} dim {dim} heads {heads} n {n} q {q} h {h}: {got} vs {exact} (bound {bound})"
+                                );
+                            }
                         }
                         // Padding heads are zero.
                         assert!(one[heads..].iter().all(|&v| v == 0.0));
+                        assert!(tiled[heads..].iter().all(|&v| v == 0.0));
                     }
                 }
             }

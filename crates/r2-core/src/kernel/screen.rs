@@ -10,6 +10,8 @@
 //! tests check for every kernel and every tail length. The choice of kernel is made once per
 //! [`Packed`] (when the router is built) from the CPU's features.
 
+use super::QueryNorms;
+
 /// Heads per panel: one AVX-512 register of float32.
 pub(crate) const PANEL: usize = 16;
 
@@ -121,13 +123,19 @@ impl Packed {
     }
 
     /// The screen of `n = xs.len() / dim` queries (float64, row-major, converted to float32 here):
-    /// `out[q·padded + h]` for query `q`, head `h`. `out` must hold `n ×` [`Packed::padded_heads`]
-    /// floats; `scratch` is reused between calls.
-    pub(crate) fn gemm(&self, xs: &[f64], out: &mut [f32], scratch: &mut Vec<f32>) {
+    /// `out[q·padded + h]` for query `q`, head `h`, and `norms[q]`. `out` must hold `n ×`
+    /// [`Packed::padded_heads`] floats, `norms` `n`; `scratch` is reused between calls.
+    pub(crate) fn gemm(
+        &self,
+        xs: &[f64],
+        out: &mut [f32],
+        norms: &mut [QueryNorms],
+        scratch: &mut Vec<f32>,
+    ) {
         let dim = self.dim;
         let n = xs.len() / dim;
         let padded = self.padded_heads();
-        assert!(xs.len() == n * dim && out.len() == n * padded);
+        assert!(xs.len() == n * dim && out.len() == n * padded && norms.len() == n);
         let tile = match self.isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => TILE_512,
@@ -136,10 +144,12 @@ impl Packed {
             Isa::Portable => {
                 scratch.clear();
                 scratch.resize(dim, 0.0);
-                for (x, o) in xs.chunks_exact(dim).zip(out.chunks_exact_mut(padded)) {
-                    for (s, &v) in scratch.iter_mut().zip(x) {
-                        *s = v as f32;
-                    }
+                for ((x, o), norms) in xs
+                    .chunks_exact(dim)
+                    .zip(out.chunks_exact_mut(padded))
+                    .zip(norms.iter_mut())
+                {
+                    *norms = narrow(x, scratch);
                     gemv_portable(&self.data, dim, self.panels, scratch, o);
                 }
                 return;
@@ -147,17 +157,21 @@ impl Packed {
         };
         // One tile of queries at a time, in float32 rows `stride` apart, zeros past the end.
         let stride = tile_stride(dim);
-        for (xs, out) in xs.chunks(tile * dim).zip(out.chunks_mut(tile * padded)) {
+        for ((xs, out), norms) in xs
+            .chunks(tile * dim)
+            .zip(out.chunks_mut(tile * padded))
+            .zip(norms.chunks_mut(tile))
+        {
             let q_n = xs.len() / dim;
             if q_n == 1 {
                 // The GEMV: a tile would also compute `tile - 1` queries of zeros.
-                scratch.clear();
-                scratch.extend(xs.iter().map(|&v| v as f32));
-                self.gemv(scratch, out);
+                scratch.resize(dim, 0.0);
+                norms[0] = narrow(xs, &mut scratch[..dim]);
+                self.gemv(&scratch[..dim], out);
                 continue;
             }
             scratch.resize(stride * tile, 0.0);
-            narrow_rows(xs, dim, stride, tile, scratch);
+            narrow_rows(xs, dim, stride, tile, scratch, norms);
             match self.isa {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the CPU has AVX-512F (see `gemv`); `scratch` holds `TILE_512` rows of
@@ -182,18 +196,51 @@ fn tile_stride(dim: usize) -> usize {
     dim.next_multiple_of(16) + 16
 }
 
-/// `xr[q·stride + k] = xs[q·dim + k] as f32` for the `q_n = xs.len() / dim ≤ tile` queries of
-/// `xs`, zeros for `q_n ≤ q < tile`.
-fn narrow_rows(xs: &[f64], dim: usize, stride: usize, tile: usize, xr: &mut [f32]) {
+/// `xr[q·stride + k] = xs[q·dim + k] as f32` and `norms[q]` for the `q_n = xs.len() / dim ≤ tile`
+/// queries of `xs`, zeros for `q_n ≤ q < tile`.
+fn narrow_rows(
+    xs: &[f64],
+    dim: usize,
+    stride: usize,
+    tile: usize,
+    xr: &mut [f32],
+    norms: &mut [QueryNorms],
+) {
     let q_n = xs.len() / dim;
     assert!(q_n <= tile && stride >= dim && xr.len() == stride * tile && xs.len() == q_n * dim);
     if q_n < tile {
         xr[q_n * stride..].fill(0.0);
     }
-    for (row, x) in xr.chunks_exact_mut(stride).zip(xs.chunks_exact(dim)) {
-        for (r, &v) in row.iter_mut().zip(x) {
-            *r = v as f32;
+    for ((row, x), norms) in xr
+        .chunks_exact_mut(stride)
+        .zip(xs.chunks_exact(dim))
+        .zip(norms.iter_mut())
+    {
+        *norms = narrow(x, &mut row[..dim]);
+    }
+}
+
+/// `xr[k] = x[k] as f32`, and the norms of `x` (the float32 screen has no rounding term).
+#[inline]
+fn narrow(x: &[f64], xr: &mut [f32]) -> QueryNorms {
+    const LANES: usize = 8;
+    let mut sq = [0.0f64; LANES];
+    let full = x.len() / LANES * LANES;
+    let ((x, tail), (xr, row_tail)) = (x.split_at(full), xr.split_at_mut(full));
+    for (c, r) in x.chunks_exact(LANES).zip(xr.chunks_exact_mut(LANES)) {
+        for i in 0..LANES {
+            r[i] = c[i] as f32;
+            sq[i] += c[i] * c[i];
         }
+    }
+    let mut total: f64 = sq.iter().sum();
+    for (r, &v) in row_tail.iter_mut().zip(tail) {
+        *r = v as f32;
+        total += v * v;
+    }
+    QueryNorms {
+        norm: total.sqrt(),
+        rounding: 0.0,
     }
 }
 
@@ -519,9 +566,12 @@ mod tests {
                             .collect();
                         let mut out = vec![f32::NAN; n * padded];
                         let mut scratch = Vec::new();
-                        packed.gemm(&xs, &mut out, &mut scratch);
+                        let mut norms = vec![QueryNorms::default(); n];
+                        packed.gemm(&xs, &mut out, &mut norms, &mut scratch);
                         for (q, x) in xs.chunks_exact(dim).enumerate() {
                             let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+                            let norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+                            assert!((norms[q].norm - norm).abs() <= 1e-12 * norm);
                             let mut one = vec![f32::NAN; padded];
                             packed.gemv(&x32, &mut one);
                             for h in 0..padded {
