@@ -249,8 +249,9 @@ fn numbers(json: &str) -> Result<Vec<f64>, String> {
 }
 
 /// The numbers of the JSON array starting at `start` (a `[`), and the index after its `]`. One
-/// pass: each number is parsed where it stands ([`decimal::parse_number`]), in JSON's number
-/// syntax (no `+`, `inf`, `.5`, `1.`, `01`).
+/// pass: each number is parsed where it stands ([`decimal::parse_fraction`] for the usual
+/// `-0.0123…`, else [`decimal::parse_number`]), in JSON's number syntax (no `+`, `inf`, `.5`,
+/// `1.`, `01`).
 fn numbers_at(b: &[u8], start: usize) -> Result<(Vec<f64>, usize), String> {
     let not_a_number = |i: usize| format!("embedding value {i} is not a number");
     let mut values = Vec::with_capacity(1024);
@@ -266,10 +267,16 @@ fn numbers_at(b: &[u8], start: usize) -> Result<(Vec<f64>, usize), String> {
     }
     loop {
         space(&mut at);
-        let (value, used) = decimal::parse_number(&b[at.min(b.len())..])
+        let rest = &b[at.min(b.len())..];
+        let (value, used) = decimal::parse_fraction(rest)
+            .or_else(|| decimal::parse_number(rest))
             .ok_or_else(|| not_a_number(values.len() + 1))?;
         values.push(value);
         at += used;
+        if b.get(at) == Some(&b',') {
+            at += 1;
+            continue;
+        }
         space(&mut at);
         match b.get(at) {
             Some(b',') => at += 1,
