@@ -30,43 +30,56 @@ impl<'de> Deserialize<'de> for Vector {
 /// (or, for an array of embeddings, [`parse_many`] with `many`) without going through
 /// `serde_json`'s number parsing, and `T` seeing `null` there. Anything unusual (no such field,
 /// an escaped key, text that is not JSON, a value [`parse`] refuses) takes the plain
-/// `serde_json` path, so errors are `serde_json`'s (with [`Vector`]'s messages).
+/// `serde_json` path, so errors are `serde_json`'s for the whole text (with [`Vector`]'s
+/// messages).
 pub fn from_str_with<T: DeserializeOwned>(
     json: &str,
     key: &str,
     many: bool,
 ) -> serde_json::Result<(T, Option<Vec<Vec<f64>>>)> {
+    from_slice_with(json.as_bytes(), key, many)
+}
+
+/// [`from_str_with`] for bytes that may not be UTF-8. The array of numbers is not checked for
+/// UTF-8 first: it is ASCII when it parses, and the rest is checked by `serde_json`, so the
+/// answer is the same as for text.
+pub fn from_slice_with<T: DeserializeOwned>(
+    json: &[u8],
+    key: &str,
+    many: bool,
+) -> serde_json::Result<(T, Option<Vec<Vec<f64>>>)> {
     let fast = field_start(json, key).and_then(|start| {
-        let b = json.as_bytes();
-        let (values, end) = match (b.get(start), many) {
+        let (values, end) = match (json.get(start), many) {
             (Some(b'['), false) => {
-                let (values, end) = numbers_at(b, start).ok()?;
+                let (values, end) = numbers_at(json, start).ok()?;
                 (vec![values], end)
             }
-            (Some(b'['), true) => many_at(json, start).ok()?,
+            (Some(b'['), true) => many_at(std::str::from_utf8(json).ok()?, start).ok()?,
             (Some(b'"'), false) => {
-                let end = skip_string(b, start)?;
-                (vec![parse(&json[start..end]).ok()?], end)
+                let end = skip_string(json, start)?;
+                let text = std::str::from_utf8(&json[start..end]).ok()?;
+                (vec![parse(text).ok()?], end)
             }
             _ => return None,
         };
-        let mut rest = String::with_capacity(json.len() - (end - start) + 4);
-        rest.push_str(&json[..start]);
-        rest.push_str("null");
-        rest.push_str(&json[end..]);
+        let mut rest = Vec::with_capacity(json.len() - (end - start) + 4);
+        rest.extend_from_slice(&json[..start]);
+        rest.extend_from_slice(b"null");
+        rest.extend_from_slice(&json[end..]);
         Some((rest, values))
     });
-    match fast {
-        Some((rest, values)) => Ok((serde_json::from_str(&rest)?, Some(values))),
-        None => Ok((serde_json::from_str(json)?, None)),
+    // An error in the rest is said as for the whole text (its line and column).
+    match fast.and_then(|(rest, values)| Some((serde_json::from_slice(&rest).ok()?, values))) {
+        Some((value, values)) => Ok((value, Some(values))),
+        None => Ok((serde_json::from_slice(json)?, None)),
     }
 }
 
 /// Where the value of the top-level field `key` of the JSON object `json` starts: the fields
 /// before it are skipped without being parsed; `None` when it is not there (or the text is not
 /// shaped as expected).
-pub fn field_start(json: &str, key: &str) -> Option<usize> {
-    let b = json.as_bytes();
+pub fn field_start(json: &[u8], key: &str) -> Option<usize> {
+    let b = json;
     let mut at = 0;
     let space = |at: &mut usize| {
         while *at < b.len() && b[*at].is_ascii_whitespace() {
@@ -106,7 +119,7 @@ pub fn field_start(json: &str, key: &str) -> Option<usize> {
 
 /// The byte range of the value of the top-level field `key` of the JSON object `json`.
 pub fn field_range(json: &str, key: &str) -> Option<Range<usize>> {
-    let start = field_start(json, key)?;
+    let start = field_start(json.as_bytes(), key)?;
     Some(start..skip_value(json.as_bytes(), start)?)
 }
 
@@ -452,6 +465,30 @@ mod tests {
         assert!(parse_many("[[1], [true]]")
             .unwrap_err()
             .contains("embedding 2"));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_take_the_plain_path() {
+        #[derive(Deserialize, Debug)]
+        struct Line {
+            #[allow(dead_code)]
+            embedding: Option<Vector>,
+            #[allow(dead_code)]
+            query: Option<String>,
+        }
+        let ok = b"{\"embedding\": [0.5, -0.25], \"query\": \"caf\\u00e9 \xc3\xa9\"}";
+        let (_, values) = from_slice_with::<Line>(ok, "embedding", false).unwrap();
+        assert_eq!(values, Some(vec![vec![0.5, -0.25]]));
+        for bad in [
+            &b"{\"embedding\": [0.5, -0.25], \"query\": \"\xff\"}"[..],
+            &b"{\"embedding\": [0.5, -0.25], \"query\": \"x\"} \xff"[..],
+            &b"{\"embedding\": [0.5, -0.25, \xff], \"query\": \"x\"}"[..],
+            &b"{\"embedding\": \"AAAAPw\xff\"}"[..],
+        ] {
+            let err = from_slice_with::<Line>(bad, "embedding", false).unwrap_err();
+            let plain = serde_json::from_slice::<Line>(bad).unwrap_err();
+            assert_eq!(err.to_string(), plain.to_string());
+        }
     }
 
     #[test]
