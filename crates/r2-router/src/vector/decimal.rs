@@ -27,7 +27,8 @@ const EXACT_POWERS_OF_TEN: [f64; 23] = [
 
 /// The JSON number at the start of `b` (`-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`)
 /// and its length; `None` when `b` does not start with one.
-#[inline(always)]
+#[cold]
+#[inline(never)]
 pub(super) fn parse_number(b: &[u8]) -> Option<(f64, usize)> {
     let (negative, mut rest) = match b {
         [b'-', tail @ ..] => (true, tail),
@@ -239,6 +240,7 @@ fn to_f64(w: u64, q: i64) -> Option<f64> {
 
 /// The bits of `w·10^q` rounded (fast_float's `compute_float` for `f64`), or `None` when the
 /// truncated product cannot tell which way to round.
+#[inline(always)]
 fn eisel_lemire(w: u64, q: i64) -> Option<u64> {
     let lz = w.leading_zeros();
     let w = w << lz;
