@@ -5,7 +5,8 @@
 #   tools/bench-serve.sh [SECONDS] [CONNECTIONS]       (defaults: 30 s, 64 connections;
 #                                                       R2_BENCH_THREADS: wrk threads, default 2)
 #
-# R2_BENCH_BIN: an r2 binary to measure instead of building this tree's (e.g. an older build).
+# R2_BENCH_BIN: an r2 binary to measure instead of this tree's release build (e.g. an older build);
+# the tree's build goes to $CARGO_TARGET_DIR (default target/) like every cargo build.
 # R2_BENCH_BASE64=1: the embeddings as base64 of little-endian float32 (OpenAI's
 # `encoding_format: "base64"`) instead of JSON numbers.
 # Needs wrk (`apt-get install wrk`) and the shared data folder ($R2_SHARED_DIR, else ../shared) for
@@ -17,14 +18,17 @@ cd "$(dirname "$0")/.."
 seconds=${1:-30}
 connections=${2:-64}
 shared=${R2_SHARED_DIR:-../shared}
-work=target/bench-serve
+target=${CARGO_TARGET_DIR:-target}
+work=$target/bench-serve
 mkdir -p "$work"
 
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }
-cargo build --release -q -p r2-cli
-r2=${R2_BENCH_BIN:-target/release/r2}
+if [ -z "${R2_BENCH_BIN:-}" ]; then
+  cargo build --release -q -p r2-cli
+fi
+r2=${R2_BENCH_BIN:-$target/release/r2}
 if [ ! -f "$work/router/router.safetensors" ]; then
-  target/release/r2 convert --from "$shared/upstream-r2-router" --out "$work/router"
+  "$r2" convert --from "$shared/upstream-r2-router" --out "$work/router"
 fi
 
 # One request body per golden embedding: {"embedding": [...], "input_tokens": n}.

@@ -2,7 +2,8 @@
 //! lines. `RUST_LOG` filters them (default: `info` for r2's crates, `warn` for the others).
 //!
 //! `r2 serve` logs a line per request, so its lines go through a buffer that a thread of its own
-//! writes out ([`init_server`]): a request only copies its line there. The thread writes a line
+//! writes out ([`init_server`]): a request only copies its line there. Those access-log lines are
+//! written by hand (`access.rs`), in the bytes tracing-subscriber's formats would give. The thread writes a line
 //! at once when it was idle, and under load whatever gathered meanwhile in one write at most every
 //! [`WRITE_INTERVAL`]. No line is dropped: a full buffer ([`MAX_BUFFERED`]) makes the request
 //! wait, and [`flush`] (also run when the guard of [`init_server`] is dropped) returns once
@@ -13,8 +14,13 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use clap::ValueEnum;
+use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
+
+use access::AccessFormat;
+
+mod access;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -83,8 +89,23 @@ where
         .with_writer(writer)
         .with_target(false);
     let installed = match (format, timestamps) {
-        (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
-        (LogFormat::Text, true) => builder.with_ansi(false).try_init(),
+        (LogFormat::Json, _) => builder
+            .fmt_fields(JsonFields::new())
+            .event_format(AccessFormat::json(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_target(false),
+            ))
+            .try_init(),
+        (LogFormat::Text, true) => builder
+            .with_ansi(false)
+            .event_format(AccessFormat::text(
+                tracing_subscriber::fmt::format()
+                    .with_target(false)
+                    .with_ansi(false),
+            ))
+            .try_init(),
         (LogFormat::Text, false) => builder.with_ansi(false).without_time().try_init(),
     };
     // A second call (a logger is already installed) keeps the first.

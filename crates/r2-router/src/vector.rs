@@ -30,43 +30,56 @@ impl<'de> Deserialize<'de> for Vector {
 /// (or, for an array of embeddings, [`parse_many`] with `many`) without going through
 /// `serde_json`'s number parsing, and `T` seeing `null` there. Anything unusual (no such field,
 /// an escaped key, text that is not JSON, a value [`parse`] refuses) takes the plain
-/// `serde_json` path, so errors are `serde_json`'s (with [`Vector`]'s messages).
+/// `serde_json` path, so errors are `serde_json`'s for the whole text (with [`Vector`]'s
+/// messages).
 pub fn from_str_with<T: DeserializeOwned>(
     json: &str,
     key: &str,
     many: bool,
 ) -> serde_json::Result<(T, Option<Vec<Vec<f64>>>)> {
+    from_slice_with(json.as_bytes(), key, many)
+}
+
+/// [`from_str_with`] for bytes that may not be UTF-8. The array of numbers is not checked for
+/// UTF-8 first: it is ASCII when it parses, and the rest is checked by `serde_json`, so the
+/// answer is the same as for text.
+pub fn from_slice_with<T: DeserializeOwned>(
+    json: &[u8],
+    key: &str,
+    many: bool,
+) -> serde_json::Result<(T, Option<Vec<Vec<f64>>>)> {
     let fast = field_start(json, key).and_then(|start| {
-        let b = json.as_bytes();
-        let (values, end) = match (b.get(start), many) {
+        let (values, end) = match (json.get(start), many) {
             (Some(b'['), false) => {
-                let (values, end) = numbers_at(b, start).ok()?;
+                let (values, end) = numbers_at(json, start).ok()?;
                 (vec![values], end)
             }
-            (Some(b'['), true) => many_at(json, start).ok()?,
+            (Some(b'['), true) => many_at(std::str::from_utf8(json).ok()?, start).ok()?,
             (Some(b'"'), false) => {
-                let end = skip_string(b, start)?;
-                (vec![parse(&json[start..end]).ok()?], end)
+                let end = skip_string(json, start)?;
+                let text = std::str::from_utf8(&json[start..end]).ok()?;
+                (vec![parse(text).ok()?], end)
             }
             _ => return None,
         };
-        let mut rest = String::with_capacity(json.len() - (end - start) + 4);
-        rest.push_str(&json[..start]);
-        rest.push_str("null");
-        rest.push_str(&json[end..]);
+        let mut rest = Vec::with_capacity(json.len() - (end - start) + 4);
+        rest.extend_from_slice(&json[..start]);
+        rest.extend_from_slice(b"null");
+        rest.extend_from_slice(&json[end..]);
         Some((rest, values))
     });
-    match fast {
-        Some((rest, values)) => Ok((serde_json::from_str(&rest)?, Some(values))),
-        None => Ok((serde_json::from_str(json)?, None)),
+    // An error in the rest is said as for the whole text (its line and column).
+    match fast.and_then(|(rest, values)| Some((serde_json::from_slice(&rest).ok()?, values))) {
+        Some((value, values)) => Ok((value, Some(values))),
+        None => Ok((serde_json::from_slice(json)?, None)),
     }
 }
 
 /// Where the value of the top-level field `key` of the JSON object `json` starts: the fields
 /// before it are skipped without being parsed; `None` when it is not there (or the text is not
 /// shaped as expected).
-pub fn field_start(json: &str, key: &str) -> Option<usize> {
-    let b = json.as_bytes();
+pub fn field_start(json: &[u8], key: &str) -> Option<usize> {
+    let b = json;
     let mut at = 0;
     let space = |at: &mut usize| {
         while *at < b.len() && b[*at].is_ascii_whitespace() {
@@ -106,7 +119,7 @@ pub fn field_start(json: &str, key: &str) -> Option<usize> {
 
 /// The byte range of the value of the top-level field `key` of the JSON object `json`.
 pub fn field_range(json: &str, key: &str) -> Option<Range<usize>> {
-    let start = field_start(json, key)?;
+    let start = field_start(json.as_bytes(), key)?;
     Some(start..skip_value(json.as_bytes(), start)?)
 }
 
@@ -249,8 +262,9 @@ fn numbers(json: &str) -> Result<Vec<f64>, String> {
 }
 
 /// The numbers of the JSON array starting at `start` (a `[`), and the index after its `]`. One
-/// pass: each number is parsed where it stands ([`decimal::parse_number`]), in JSON's number
-/// syntax (no `+`, `inf`, `.5`, `1.`, `01`).
+/// pass: each number is parsed where it stands ([`decimal::parse_fraction`] for the usual
+/// `-0.0123…`, else [`decimal::parse_number`]), in JSON's number syntax (no `+`, `inf`, `.5`,
+/// `1.`, `01`).
 fn numbers_at(b: &[u8], start: usize) -> Result<(Vec<f64>, usize), String> {
     let not_a_number = |i: usize| format!("embedding value {i} is not a number");
     let mut values = Vec::with_capacity(1024);
@@ -266,10 +280,16 @@ fn numbers_at(b: &[u8], start: usize) -> Result<(Vec<f64>, usize), String> {
     }
     loop {
         space(&mut at);
-        let (value, used) = decimal::parse_number(&b[at.min(b.len())..])
+        let rest = &b[at.min(b.len())..];
+        let (value, used) = decimal::parse_fraction(rest)
+            .or_else(|| decimal::parse_number(rest))
             .ok_or_else(|| not_a_number(values.len() + 1))?;
         values.push(value);
         at += used;
+        if b.get(at) == Some(&b',') {
+            at += 1;
+            continue;
+        }
         space(&mut at);
         match b.get(at) {
             Some(b',') => at += 1,
@@ -281,6 +301,9 @@ fn numbers_at(b: &[u8], start: usize) -> Result<(Vec<f64>, usize), String> {
 
 /// Little-endian float32 values from base64 (standard alphabet, padding optional).
 pub fn base64_f32(text: &str) -> Result<Vec<f64>, String> {
+    if let Some(values) = decode_f32(text.trim_end_matches('=').as_bytes()) {
+        return Ok(values);
+    }
     let bytes = match decode_base64(text.trim_end_matches('=').as_bytes()) {
         Some(bytes) => bytes,
         None => decode_base64_or_say_why(text)?,
@@ -309,6 +332,59 @@ const BASE64_VALUES: [u8; 256] = {
     values
 };
 const INVALID: u8 = 0xFF;
+
+/// For each of the four characters of a group, its value in place among the group's 24 bits;
+/// [`INVALID_BIT`] for characters outside the alphabet.
+const BASE64_PLACED: [[u32; 256]; 4] = {
+    let mut placed = [[INVALID_BIT; 256]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut c = 0;
+        while c < 256 {
+            if BASE64_VALUES[c] != INVALID {
+                placed[k][c] = (BASE64_VALUES[c] as u32) << (18 - 6 * k);
+            }
+            c += 1;
+        }
+        k += 1;
+    }
+    placed
+};
+const INVALID_BIT: u32 = 1 << 31;
+
+/// What [`decode_base64`] and the float32 reading of its bytes give, sixteen characters (three
+/// values) at a time; `None` where that is not a whole number of values.
+fn decode_f32(text: &[u8]) -> Option<Vec<f64>> {
+    let (blocks, tail) = text.split_at(text.len() / 16 * 16);
+    let tail = decode_base64(tail)?;
+    if tail.len() % 4 != 0 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(blocks.len() / 16 * 3 + tail.len() / 4);
+    let mut invalid = 0;
+    for block in blocks.chunks_exact(16) {
+        let group = |i: usize| {
+            BASE64_PLACED[0][usize::from(block[i])]
+                | BASE64_PLACED[1][usize::from(block[i + 1])]
+                | BASE64_PLACED[2][usize::from(block[i + 2])]
+                | BASE64_PLACED[3][usize::from(block[i + 3])]
+        };
+        let (a, b, c, d) = (group(0), group(4), group(8), group(12));
+        invalid |= a | b | c | d;
+        // Bytes 0-3, 4-7 and 8-11 of the twelve, first byte highest, then little-endian.
+        for bits in [a << 8 | b >> 16, b << 16 | c >> 8, c << 24 | d] {
+            values.push(f64::from(f32::from_bits(bits.swap_bytes())));
+        }
+    }
+    if invalid & INVALID_BIT != 0 {
+        return None;
+    }
+    values.extend(
+        tail.chunks_exact(4)
+            .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+    );
+    Some(values)
+}
 
 /// The bytes of unpadded standard base64 whose unused last bits are zero (what the `base64`
 /// crate accepts); `None` for anything else.
@@ -448,6 +524,30 @@ mod tests {
     }
 
     #[test]
+    fn bytes_that_are_not_utf8_take_the_plain_path() {
+        #[derive(Deserialize, Debug)]
+        struct Line {
+            #[allow(dead_code)]
+            embedding: Option<Vector>,
+            #[allow(dead_code)]
+            query: Option<String>,
+        }
+        let ok = b"{\"embedding\": [0.5, -0.25], \"query\": \"caf\\u00e9 \xc3\xa9\"}";
+        let (_, values) = from_slice_with::<Line>(ok, "embedding", false).unwrap();
+        assert_eq!(values, Some(vec![vec![0.5, -0.25]]));
+        for bad in [
+            &b"{\"embedding\": [0.5, -0.25], \"query\": \"\xff\"}"[..],
+            &b"{\"embedding\": [0.5, -0.25], \"query\": \"x\"} \xff"[..],
+            &b"{\"embedding\": [0.5, -0.25, \xff], \"query\": \"x\"}"[..],
+            &b"{\"embedding\": \"AAAAPw\xff\"}"[..],
+        ] {
+            let err = from_slice_with::<Line>(bad, "embedding", false).unwrap_err();
+            let plain = serde_json::from_slice::<Line>(bad).unwrap_err();
+            assert_eq!(err.to_string(), plain.to_string());
+        }
+    }
+
+    #[test]
     fn json_numbers_are_checked_as_json_defines_them() {
         for ok in ["0", "-0", "1.5", "1e5", "1E-5", "-12.25e+3", "0.5"] {
             assert!(parse(&format!("[{ok}]")).is_ok(), "{ok}");
@@ -468,6 +568,23 @@ mod tests {
         assert_eq!(base64_f32(unpadded).unwrap(), got);
     }
 
+    /// The bits of the float32 values (widened) of base64 as the `base64` crate reads it, if a
+    /// whole number of them.
+    fn as_f32(text: &str) -> Option<Vec<u64>> {
+        let bytes = decode_base64_or_say_why(text).ok()?;
+        (bytes.len() % 4 == 0).then(|| {
+            bytes
+                .chunks_exact(4)
+                .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])).to_bits())
+                .collect()
+        })
+    }
+
+    fn f32_bits(text: &str) -> Option<Vec<u64>> {
+        let values = decode_f32(text.trim_end_matches('=').as_bytes())?;
+        Some(values.iter().map(|v| v.to_bits()).collect())
+    }
+
     #[test]
     fn base64_is_read_as_the_base64_crate_reads_it() {
         let engine = base64::engine::general_purpose::STANDARD;
@@ -483,6 +600,7 @@ mod tests {
                 decode_base64(text.trim_end_matches('=').as_bytes()),
                 Some(bytes)
             );
+            assert_eq!(f32_bits(&text), as_f32(&text));
             // One character changed, to anything: the two readings agree.
             for _ in 0..20 {
                 let mut broken = text.clone().into_bytes();
@@ -497,6 +615,7 @@ mod tests {
                 let unpadded = broken.trim_end_matches('=');
                 let want = decode_base64_or_say_why(&broken).ok();
                 assert_eq!(decode_base64(unpadded.as_bytes()), want, "{broken}");
+                assert_eq!(f32_bits(unpadded), as_f32(&broken), "{broken}");
             }
         }
         for bad in ["A", "AB", "ABC", "AAAAA", "A===", "AB@=", "AAAA AAA"] {

@@ -55,15 +55,15 @@ enum Input {
     Embeddings(Vec<Vec<f64>>),
 }
 
-/// The body, its embeddings' numbers parsed aside ([`r2_router::vector::from_str_with`]); on any
+/// The body, its embeddings' numbers parsed aside ([`r2_router::vector::from_slice_with`]); on any
 /// error the plain path, so that errors are classified as for every other body.
 fn read_body(bytes: &[u8]) -> Result<RouteBody, ApiError> {
     let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let fast = std::str::from_utf8(text).ok().and_then(|text| {
+    let fast = (|| {
         for (key, many) in [("embedding", false), ("embeddings", true)] {
             if r2_router::vector::field_start(text, key).is_some() {
                 let (mut body, values) =
-                    r2_router::vector::from_str_with::<RouteBody>(text, key, many).ok()?;
+                    r2_router::vector::from_slice_with::<RouteBody>(text, key, many).ok()?;
                 let mut values = values?;
                 if many {
                     body.embeddings = Some(values.into_iter().map(Vector).collect());
@@ -74,7 +74,7 @@ fn read_body(bytes: &[u8]) -> Result<RouteBody, ApiError> {
             }
         }
         None
-    });
+    })();
     match fast {
         Some(body) => Ok(body),
         None => parse_json(bytes),

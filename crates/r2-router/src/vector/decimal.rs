@@ -27,7 +27,8 @@ const EXACT_POWERS_OF_TEN: [f64; 23] = [
 
 /// The JSON number at the start of `b` (`-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`)
 /// and its length; `None` when `b` does not start with one.
-#[inline(always)]
+#[cold]
+#[inline(never)]
 pub(super) fn parse_number(b: &[u8]) -> Option<(f64, usize)> {
     let (negative, mut rest) = match b {
         [b'-', tail @ ..] => (true, tail),
@@ -96,6 +97,66 @@ pub(super) fn parse_number(b: &[u8]) -> Option<(f64, usize)> {
         Some(m) => Some((if negative { -m } else { m }, at)),
         None => parse_slowly(&b[..at]).map(|v| (v, at)),
     }
+}
+
+/// [`parse_number`] for the shape JSON writers give embedding values, `-?0.[0-9]{1,19}` without
+/// an exponent, read with loads at fixed offsets (so it needs 26 bytes after the sign); `None`
+/// for anything else, which [`parse_number`] then reads.
+#[inline(always)]
+pub(super) fn parse_fraction(b: &[u8]) -> Option<(f64, usize)> {
+    let (negative, s) = match b {
+        [b'-', tail @ ..] => (true, tail),
+        _ => (false, b),
+    };
+    let s: &[u8; 26] = s.first_chunk()?;
+    let [b'0', b'.', ..] = s else {
+        return None;
+    };
+    let load = |at: usize| {
+        let mut eight = [0; 8];
+        eight.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(eight)
+    };
+    // Leading zeros of the fraction are read as digits: they leave `w` as it is.
+    let mut w = 0;
+    let mut length = 0;
+    let mut chunk = load(2);
+    let mut flags = not_digits(chunk);
+    if flags == 0 {
+        w = eight_digits(chunk);
+        length = 8;
+        chunk = load(10);
+        flags = not_digits(chunk);
+        if flags == 0 {
+            w = w * 100_000_000 + eight_digits(chunk);
+            length = 16;
+            chunk = load(18);
+            flags = not_digits(chunk);
+            if flags == 0 {
+                return None;
+            }
+        }
+    }
+    let n = flags.trailing_zeros() as usize / 8;
+    let length = length + n;
+    if length == 0 || length > MAX_DIGITS {
+        return None;
+    }
+    if n > 0 {
+        let shift = 8 * (8 - n) as u32;
+        let zeros_first = chunk << shift | 0x3030_3030_3030_3030 >> (64 - shift);
+        w = w * POWERS_OF_TEN_U64[n] + eight_digits(zeros_first);
+    }
+    if (chunk >> (8 * n)) as u8 | 0x20 == b'e' {
+        return None;
+    }
+    let magnitude = if w == 0 {
+        0.0
+    } else {
+        to_f64(w, -(length as i64))?
+    };
+    let m = if negative { -magnitude } else { magnitude };
+    Some((m, usize::from(negative) + 2 + length))
 }
 
 /// The value of a whole JSON number, by fast-float2 (which handles every case).
@@ -179,6 +240,7 @@ fn to_f64(w: u64, q: i64) -> Option<f64> {
 
 /// The bits of `w·10^q` rounded (fast_float's `compute_float` for `f64`), or `None` when the
 /// truncated product cannot tell which way to round.
+#[inline(always)]
 fn eisel_lemire(w: u64, q: i64) -> Option<u64> {
     let lz = w.leading_zeros();
     let w = w << lz;
@@ -362,16 +424,22 @@ mod tests {
     }
 
     /// `text` alone and followed by more of an array parse as `str::parse` has it.
-    fn check(text: &str) {
+    fn check(text: &str) -> bool {
         let want = text.parse::<f64>().unwrap();
-        for json in [text.to_owned(), format!("{text}, 0.25, -1e-3]")] {
+        let mut fast = false;
+        for json in [text.to_owned(), format!("{text}, 0.25, -1e-3, 0.5]")] {
             let got = parse_number(json.as_bytes());
             assert_eq!(
                 got.map(|(v, n)| (v.to_bits(), n)),
                 Some((want.to_bits(), text.len())),
                 "{json}: {got:?}, want {want:e}"
             );
+            if let Some((v, n)) = parse_fraction(json.as_bytes()) {
+                assert_eq!((v.to_bits(), n), (want.to_bits(), text.len()), "{json}");
+                fast = true;
+            }
         }
+        fast
     }
 
     /// The forms a JSON writer gives a value: shortest round trip, scientific, plain, and
@@ -442,12 +510,38 @@ mod tests {
     fn float32_values_written_as_doubles_parse_as_std_parses_them() {
         // What Python's json writes for float32 embeddings: up to 17 digits after zeros.
         let mut random = Numbers(2);
+        let mut fast = 0;
         for _ in 0..100_000 {
             let x = f32::from_bits(random.next() as u32 & 0x3fff_ffff | 0x3000_0000);
             let sign = if random.next() & 1 == 0 { "" } else { "-" };
-            check(&format!("{sign}{:?}", f64::from(x)));
+            fast += usize::from(check(&format!("{sign}{:?}", f64::from(x))));
             check(&format!("{sign}{x:?}"));
             check(&format!("{sign}{}", f64::from(x)));
+        }
+        // Most take the fixed-offset path.
+        assert!(fast > 30_000, "{fast}");
+    }
+
+    #[test]
+    fn the_fixed_offset_path_reads_only_its_shape() {
+        for (text, length) in [
+            ("0.5, 1, 2, 3, 4, 5, 6, 7, 8", Some(3)),
+            ("-0.0000000000000000001, 0, 0, 0", Some(22)),
+            ("0.00000000000000000001, 0, 0, 0", None),
+            ("0.1234567890123456789, 0, 0, 0", Some(21)),
+            ("-0.12345678901234567, 0, 0, 0, 0", Some(20)),
+            ("0.12345678901234567890, 0, 0, 0", None),
+            ("0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0", Some(3)),
+            ("0.25e1, 0.0, 0.0, 0.0, 0.0, 0.0", None),
+            ("0.25E1, 0.0, 0.0, 0.0, 0.0, 0.0", None),
+            ("0., 0.0, 0.0, 0.0, 0.0, 0.0, 0.0", None),
+            ("1.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0", None),
+            ("00.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0", None),
+            ("0.5", None),
+        ] {
+            let want = length.map(|n| (text[..n].parse::<f64>().unwrap().to_bits(), n));
+            let got = parse_fraction(text.as_bytes()).map(|(v, n)| (v.to_bits(), n));
+            assert_eq!(got, want, "{text}");
         }
     }
 
