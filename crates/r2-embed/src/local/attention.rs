@@ -43,6 +43,10 @@ impl Heads<'_> {
 /// `[batch, kv_heads, len, head_dim]`; query head `h` uses key/value head `h / (heads / kv_heads)`.
 /// Returns `[batch × (len − first_row), heads × head_dim]`, the layout the output projection takes.
 pub(crate) fn attention(shape: &Heads<'_>, q: &[f32], k_t: &[f32], v: &[f32]) -> Vec<f32> {
+    attention_with(shape, q, k_t, v, avx512_available())
+}
+
+fn attention_with(shape: &Heads<'_>, q: &[f32], k_t: &[f32], v: &[f32], avx512: bool) -> Vec<f32> {
     let (tq, d) = (shape.query_rows(), shape.head_dim);
     let width = shape.heads * d;
     debug_assert_eq!(q.len(), shape.batch * shape.heads * tq * d);
@@ -52,7 +56,6 @@ pub(crate) fn attention(shape: &Heads<'_>, q: &[f32], k_t: &[f32], v: &[f32]) ->
     );
     debug_assert_eq!(v.len(), shape.batch * shape.kv_heads * shape.len * d);
     let mut out = vec![0f32; shape.batch * tq * width];
-    let avx512 = avx512_available();
     out.par_chunks_mut(width).enumerate().for_each_init(
         || vec![0f32; key_row_len(shape.len)],
         |scores, (row, out)| {
@@ -300,6 +303,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_avx512_and_portable_builds_give_the_same_bits() {
+        let pads = [0, 5];
+        let shape = Heads {
+            batch: 2,
+            len: 70,
+            first_row: 0,
+            pads: &pads,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 33,
+        };
+        let q = values(2 * 4 * 70 * 33, 7);
+        let k = transposed(&values(2 * 2 * 70 * 33, 8), 2 * 2, 70, 33);
+        let v = values(2 * 2 * 70 * 33, 9);
+        let portable = attention_with(&shape, &q, &k, &v, false);
+        let avx512 = attention_with(&shape, &q, &k, &v, avx512_available());
+        assert!(portable
+            .iter()
+            .zip(&avx512)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
     #[test]
