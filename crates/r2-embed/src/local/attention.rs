@@ -213,19 +213,8 @@ fn scores_of<const N: usize>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_values as values;
     use super::*;
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
 
     /// `[heads, len, d]` as `[heads, d, key_row_len(len)]`.
     fn transposed(k: &[f32], heads: usize, len: usize, d: usize) -> Vec<f32> {

@@ -509,20 +509,8 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_values as values;
     use super::*;
-
-    /// Deterministic values in ±1 with many distinct bit patterns.
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
 
     fn pack(w: &[f32], out: usize, inp: usize, bf16: bool) -> PackedWeight {
         let mut packer = Packer::new(out, inp, bf16);
