@@ -294,9 +294,9 @@ pub(crate) const ROUTER_WRITE: WriteActions = WriteActions {
     rename: "cannot move router file into place",
 };
 
-/// Writes `bytes` to `path` through a temporary file in the same folder that is read back and
-/// compared before it is renamed into place; on any failure the temporary file is removed and
-/// `path` is untouched.
+/// Writes `bytes` to `path` through a temporary file in the same folder that is synced to the disk,
+/// read back and compared before it is renamed into place (and the folder synced); on any failure
+/// the temporary file is removed and `path` is untouched.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], actions: &WriteActions) -> Result<()> {
     let dir = path
         .parent()
@@ -313,7 +313,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], actions: &WriteActions) ->
         std::process::id(),
         WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    let written = std::fs::write(&tmp, bytes)
+    let written = write_synced(&tmp, bytes)
         .map_err(|e| Error::io(&tmp, actions.write, e))
         .and_then(|()| match std::fs::read(&tmp) {
             Ok(back) if back == bytes => Ok(()),
@@ -334,7 +334,22 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], actions: &WriteActions) ->
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, actions.rename, e)
-    })
+    })?;
+    // The new name reaches the disk with the folder's own metadata (best effort: some systems
+    // cannot open a folder for syncing).
+    if let Ok(folder) = std::fs::File::open(dir) {
+        let _ = folder.sync_all();
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to a new file at `path` and waits until they are on the disk, so a crash after
+/// the rename cannot leave a router file with missing contents under the final name.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 fn parse_budgets(text: &str) -> std::result::Result<Vec<u32>, String> {
