@@ -3,10 +3,10 @@
 //!
 //! `r2 serve` logs a line per request, so its lines go through a buffer that a thread of its own
 //! writes out ([`init_server`]): a request only copies its line there. Those access-log lines are
-//! written by hand (`access.rs`), in the bytes tracing-subscriber's formats would give. The thread writes a line
-//! at once when it was idle, and under load whatever gathered meanwhile in one write at most every
-//! [`WRITE_INTERVAL`]. No line is dropped: a full buffer ([`MAX_BUFFERED`]) makes the request
-//! wait, and [`flush`] (also run when the guard of [`init_server`] is dropped) returns once
+//! written by hand (`access.rs`), in the bytes tracing-subscriber's formats would give. The thread
+//! writes a line at once when it was idle, and under load whatever gathered meanwhile in one write
+//! at most every [`WRITE_INTERVAL`]. No line is dropped: a full buffer ([`MAX_BUFFERED`]) makes the
+//! request wait, and [`flush`] (also run when the guard of [`init_server`] is dropped) returns once
 //! everything logged so far is written.
 
 use std::io::Write;

@@ -604,8 +604,9 @@ impl Qwen3Model {
 
     /// Splits the q/k/v projections `qkv` (`[batch × len, (nh + 2·nkv) · d]`) into heads: q
     /// (rows `first_row..len` only, RMS-normed, rotated and scaled by `1/√d`) as `[b, nh, tq, d]`, k
-    /// (normed and rotated) transposed as `[b, nkv, d, key_row_len(len)]`, and v as `[b, nkv, len, d]`. A token's
-    /// position counts from its sequence's first real token; padding sits at position 0.
+    /// (normed and rotated) transposed as `[b, nkv, d, key_row_len(len)]`, and v as
+    /// `[b, nkv, len, d]`. A token's position counts from its sequence's first real token; padding
+    /// sits at position 0.
     fn split_heads(
         &self,
         layer: &Layer,
