@@ -19,7 +19,7 @@ pub struct DataArgs {
 
     /// The CSV/Parquet column of a field, e.g. --column query_id=prompts_id --column
     /// score=judge_score (fields: query_id, model, budget, score, output_tokens, embedding, split,
-    /// input_tokens)
+    /// input_tokens). JSONL records keep the field names: with only JSONL data this is an error
     #[arg(long = "column", value_name = "FIELD=COLUMN")]
     pub columns: Vec<String>,
 

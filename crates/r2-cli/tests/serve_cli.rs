@@ -362,6 +362,36 @@ fn the_access_log_has_one_json_line_per_request_and_the_prompt_only_when_asked()
     }
 }
 
+#[test]
+fn a_streamed_answer_writes_its_tokens_and_cost_in_a_second_access_line_when_it_ends() {
+    let chat = r#"{"model": "r2-router", "stream": true,
+                   "messages": [{"role": "user", "content": "query3"}]}"#;
+    let (child, address, stderr) =
+        start_replying(r2_fixtures::ChatReply::Ok, &["--log-format", "json"]);
+    let (status, answer) = post(address, "/v1/chat/completions", chat, CLIENT_KEY);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("data: [DONE]"), "{answer}");
+    let lines = access_lines(child, stderr);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let (head, end) = (&lines[0], &lines[1]);
+    assert_eq!(head["status"], 200, "{head}");
+    assert!(head["prompt_tokens"].is_null(), "{head}");
+    assert_eq!(end["message"], "r2 serve: stream ended", "{end}");
+    assert_eq!(end["level"], "INFO", "{end}");
+    assert_eq!(end["request_id"], head["request_id"], "{end}");
+    assert_eq!(end["model"], head["model"], "{end}");
+    // The provider's usage: 12 prompt and 5 completion tokens.
+    assert_eq!(
+        (
+            end["prompt_tokens"].clone(),
+            end["completion_tokens"].clone()
+        ),
+        (12.into(), 5.into()),
+        "{end}"
+    );
+    assert!(end["cost_usd"].as_f64().unwrap() > 0.0, "{end}");
+}
+
 /// Stops the server with SIGTERM (it must exit 0) and returns its stderr lines, checked for keys.
 fn stop(mut child: Child, stderr: mpsc::Receiver<String>) -> Vec<String> {
     let killed = Command::new("kill")

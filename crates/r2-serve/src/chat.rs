@@ -8,13 +8,16 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use r2_router::r2_core::RouteOption;
 use r2_router::r2_llm::{Prices, Usage};
 use r2_router::{chat, r2_llm, Observer, RouteOn, RouteRequest};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::{body_bytes, parse_json, set_header, sse, ApiError, AppState, Note, ROUTER_MODEL};
+use crate::{
+    body_bytes, parse_json, set_header, sse, ApiError, AppState, Note, RequestId, ROUTER_MODEL,
+};
 
 /// The fields of a chat request the gateway reads; everything else is passed on untouched.
 #[derive(Deserialize)]
@@ -61,6 +64,7 @@ enum Sent {
 
 pub(crate) async fn handle(
     State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(body, &state)?;
@@ -171,6 +175,7 @@ pub(crate) async fn handle(
             client_wants_usage,
             reference,
             &mut note,
+            &request_id,
         );
         decision_headers(&state, &option, &mut response);
         set_header(&mut response, "x-r2-attempts", &attempts.to_string());
@@ -198,6 +203,7 @@ pub(crate) async fn handle(
                 client_wants_usage,
                 None,
                 &mut note,
+                &request_id,
             );
             set_header(&mut response, "x-r2-model", &name);
             response
@@ -260,8 +266,9 @@ async fn send(
 }
 
 /// The client's answer: JSON with `model` set to `rename` (when routed) and `x-r2-cost-usd`, or
-/// the provider's stream passed through (its cost counted when it ends). Counts the spend of
-/// model `model` against `reference`.
+/// the provider's stream passed through (its cost counted, and its access-log line with tokens and
+/// cost written under `request_id`, when it ends). Counts the spend of model `model` against
+/// `reference`.
 fn respond(
     state: &AppState,
     sent: Sent,
@@ -270,6 +277,7 @@ fn respond(
     client_wants_usage: bool,
     reference: Option<f64>,
     note: &mut Note,
+    request_id: &RequestId,
 ) -> Response {
     let entry = state.r2().pool_model(model);
     let prices = Prices {
@@ -299,9 +307,19 @@ fn respond(
             let content_type = raw.content_type().unwrap_or("text/event-stream").to_owned();
             let llm = state.r2().llm().expect("a stream came from the provider");
             let metrics = state.clone();
+            let request_id = request_id.0.clone();
             let on_end = move |usage: Option<Usage>| {
                 let cost = usage.unwrap_or_default().cost_usd(prices);
                 metrics.metrics().spent(&name, cost, reference);
+                tracing::info!(
+                    target: "r2_serve::access",
+                    request_id = %request_id,
+                    model = %name,
+                    prompt_tokens = usage.map(|u| u.prompt_tokens),
+                    completion_tokens = usage.map(|u| u.completion_tokens),
+                    cost_usd = cost,
+                    "r2 serve: stream ended"
+                );
             };
             let body = Body::from_stream(sse::pass_through(
                 raw,

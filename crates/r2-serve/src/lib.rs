@@ -562,7 +562,8 @@ struct Note {
     embed_ms: u64,
     route_ms: u64,
     provider_ms: u64,
-    /// The provider's token counts and their cost (unknown for a stream when the head is sent).
+    /// The provider's token counts and their cost (unknown for a stream when the head is sent:
+    /// its own line has them, [`RequestId`]).
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     cost_usd: Option<f64>,
@@ -587,6 +588,10 @@ impl Note {
         response
     }
 }
+
+/// The request id of a chat request, for the line its stream writes when it ends.
+#[derive(Debug, Clone)]
+struct RequestId(String);
 
 /// The request id: the client's `x-request-id` when it is short and printable, else a new one
 /// (process start time and a counter, in hex).
@@ -617,13 +622,18 @@ fn request_id(request: &Request) -> String {
 /// status, model and budget, the attempts, tokens, cost, and embed/route/provider/total
 /// milliseconds — never a key, and the prompt only with [`ServeOptions::log_prompts`]. Answers of
 /// 500 and more at `error` level with the whole error (which no client sees), chat and route
-/// requests at `info`, the others at `debug`. The response carries `x-request-id`.
-async fn log_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// requests at `info`, the others at `debug`. The response carries `x-request-id`. A streamed
+/// chat answer's tokens and cost are not known yet then: its stream writes them in a second line,
+/// `r2 serve: stream ended`, with the same request id, when it ends (or the client leaves).
+async fn log_requests(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let endpoint = endpoint_label(request.uri().path());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let id = request_id(&request);
+    if endpoint == "/v1/chat/completions" {
+        request.extensions_mut().insert(RequestId(id.clone()));
+    }
     let mut response = next.run(request).await;
     set_header(&mut response, "x-request-id", &id);
     let status = response.status().as_u16();

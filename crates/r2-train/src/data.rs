@@ -861,7 +861,8 @@ pub struct DataSources {
     /// read (in name order). The format is the extension's: `.csv` (`.tsv`: tab-separated) and
     /// `.parquet` are tables (long or wide layout), anything else JSONL.
     pub paths: Vec<PathBuf>,
-    /// Column names of the fields in CSV and Parquet files (JSONL keeps the field names).
+    /// Column names of the fields in CSV and Parquet files (JSONL keeps the field names; renames
+    /// with only JSONL files are an error rather than ignored).
     pub columns: Columns,
     /// `(file, model)`: the model of a wide-layout file whose name (without extension) is not the
     /// model's. `file` is the path as given, the file name or the name without extension.
@@ -932,6 +933,11 @@ impl Columns {
             .map_or(field.name(), |(_, n)| n.as_str())
     }
 
+    /// Whether no column was renamed.
+    pub fn is_empty(&self) -> bool {
+        self.renamed.is_empty()
+    }
+
     /// Whether `field`'s column was renamed.
     pub fn is_renamed(&self, field: Field) -> bool {
         self.renamed.iter().any(|(f, _)| *f == field)
@@ -961,7 +967,18 @@ pub fn load_sources(sources: &DataSources, options: &LoadOptions) -> Result<Data
         });
     };
     let mut collector = Collector::new(options, first)?;
-    for path in expand(&sources.paths)? {
+    let files = expand(&sources.paths)?;
+    let all_jsonl = files.iter().all(|f| matches!(Format::of(f), Format::Jsonl));
+    if let (false, true, Some(jsonl)) = (sources.columns.is_empty(), all_jsonl, files.first()) {
+        return Err(DataError::File {
+            path: jsonl.clone(),
+            message: "column names (--column) are for CSV and Parquet files, but the data is \
+                      JSONL, whose records keep the field names (query_id, model, budget, \
+                      score, ...): rename the keys in the file, or leave out --column"
+                .into(),
+        });
+    }
+    for path in files {
         match Format::of(&path) {
             Format::Jsonl => read_jsonl(&mut collector, &path)?,
             Format::Csv(delimiter) => table::read_csv(&mut collector, &path, delimiter, sources)?,

@@ -307,6 +307,23 @@ fn long_csv_with_renamed_columns_is_the_jsonl_data() {
 }
 
 #[test]
+fn column_names_given_for_jsonl_data_are_an_error_not_ignored() {
+    let f = fixture();
+    let error = f
+        .load(
+            std::slice::from_ref(&f.records),
+            &["score=judge_score"],
+            &[],
+            &f.embeddings,
+            None,
+        )
+        .unwrap_err();
+    assert!(error.contains(&f.records.display().to_string()), "{error}");
+    assert!(error.contains("--column"), "{error}");
+    assert!(error.contains("JSONL"), "{error}");
+}
+
+#[test]
 fn wide_csv_files_per_model_are_the_jsonl_data() {
     let f = fixture();
     let reference = f.reference();
