@@ -95,7 +95,12 @@ fn run(dir: &Path, reps: usize) -> Result<(), Box<dyn std::error::Error>> {
     let eight = (0..8)
         .map(|i| text_of(&embedder, 64, 7 * i))
         .collect::<Result<Vec<_>, _>>()?;
+    // QWEN3_SPEED_ONLY=1x32 (or 8x64) times one case alone, e.g. under a profiler.
+    let only = std::env::var("QWEN3_SPEED_ONLY").ok();
     for (name, texts, tokens) in [("1x32", &one, 32), ("8x64", &eight, 8 * 64)] {
+        if only.as_deref().is_some_and(|only| only != name) {
+            continue;
+        }
         rt.block_on(embedder.embed(texts))?;
         let mut times = Vec::with_capacity(reps);
         let mut cpu_times = Vec::with_capacity(reps);
