@@ -8,7 +8,8 @@
 //!   texts of 64 tokens, `REPS` times each (default 5) after one warm-up, and prints one JSON
 //!   object a line: the load, each case (median seconds, tokens/s, and per CPU-second of the
 //!   process, which a busy machine disturbs less) and the memory (`VmHWM`,
-//!   `VmRSS` in KiB) after loading and at the end.
+//!   `VmRSS` in KiB) after loading and at the end. `QWEN3_SPEED_ONLY=1x32` (or `8x64`) times
+//!   that case alone, e.g. under a profiler.
 //! - `qwen3_speed once DIR`: loads `DIR` and embeds one text of 28 tokens (for timing the whole
 //!   process from outside).
 //!
@@ -95,7 +96,6 @@ fn run(dir: &Path, reps: usize) -> Result<(), Box<dyn std::error::Error>> {
     let eight = (0..8)
         .map(|i| text_of(&embedder, 64, 7 * i))
         .collect::<Result<Vec<_>, _>>()?;
-    // QWEN3_SPEED_ONLY=1x32 (or 8x64) times one case alone, e.g. under a profiler.
     let only = std::env::var("QWEN3_SPEED_ONLY").ok();
     for (name, texts, tokens) in [("1x32", &one, 32), ("8x64", &eight, 8 * 64)] {
         if only.as_deref().is_some_and(|only| only != name) {
