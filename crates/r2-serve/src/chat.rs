@@ -101,7 +101,10 @@ pub(crate) async fn handle(
                  must have text content (a string, or `text` parts)"
             ))
         })?;
-        let mut note = Note::default();
+        let mut note = Note {
+            request_id: request_id.0,
+            ..Note::default()
+        };
         let started = Instant::now();
         let embedding = state.r2().embed(std::slice::from_ref(&query)).await?;
         note.embed_ms = ms(started);
@@ -175,7 +178,6 @@ pub(crate) async fn handle(
             client_wants_usage,
             reference,
             &mut note,
-            &request_id,
         );
         decision_headers(&state, &option, &mut response);
         set_header(&mut response, "x-r2-attempts", &attempts.to_string());
@@ -189,6 +191,7 @@ pub(crate) async fn handle(
         let name = entry.name.clone();
         let mut note = Note {
             model: name.clone(),
+            request_id: request_id.0,
             ..Note::default()
         };
         let started = Instant::now();
@@ -203,7 +206,6 @@ pub(crate) async fn handle(
                 client_wants_usage,
                 None,
                 &mut note,
-                &request_id,
             );
             set_header(&mut response, "x-r2-model", &name);
             response
@@ -267,7 +269,7 @@ async fn send(
 
 /// The client's answer: JSON with `model` set to `rename` (when routed) and `x-r2-cost-usd`, or
 /// the provider's stream passed through (its cost counted, and its access-log line with tokens and
-/// cost written under `request_id`, when it ends). Counts the spend of model `model` against
+/// cost written under the note's request id, when it ends). Counts the spend of model `model` against
 /// `reference`.
 fn respond(
     state: &AppState,
@@ -277,7 +279,6 @@ fn respond(
     client_wants_usage: bool,
     reference: Option<f64>,
     note: &mut Note,
-    request_id: &RequestId,
 ) -> Response {
     let entry = state.r2().pool_model(model);
     let prices = Prices {
@@ -307,7 +308,7 @@ fn respond(
             let content_type = raw.content_type().unwrap_or("text/event-stream").to_owned();
             let llm = state.r2().llm().expect("a stream came from the provider");
             let metrics = state.clone();
-            let request_id = request_id.0.clone();
+            let request_id = note.request_id.clone();
             let on_end = move |usage: Option<Usage>| {
                 let cost = usage.unwrap_or_default().cost_usd(prices);
                 metrics.metrics().spent(&name, cost, reference);

@@ -569,6 +569,8 @@ struct Note {
     cost_usd: Option<f64>,
     /// The routed text, only with [`ServeOptions::log_prompts`].
     prompt: Option<String>,
+    /// The request id of a chat request, for the line its stream writes when it ends.
+    request_id: String,
 }
 
 impl Note {
