@@ -268,9 +268,9 @@ async fn send(
 }
 
 /// The client's answer: JSON with `model` set to `rename` (when routed) and `x-r2-cost-usd`, or
-/// the provider's stream passed through (its cost counted, and its access-log line with tokens and
-/// cost written under the note's request id, when it ends). Counts the spend of model `model` against
-/// `reference`.
+/// the provider's stream passed through (its cost counted, and its access-log line with tokens
+/// and cost written under the note's request id, when it ends). Counts the spend of model `model`
+/// against `reference`.
 fn respond(
     state: &AppState,
     sent: Sent,

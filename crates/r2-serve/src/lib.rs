@@ -563,7 +563,7 @@ struct Note {
     route_ms: u64,
     provider_ms: u64,
     /// The provider's token counts and their cost (unknown for a stream when the head is sent:
-    /// its own line has them, [`RequestId`]).
+    /// the line the stream writes when it ends has them).
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     cost_usd: Option<f64>,
